@@ -1,0 +1,1 @@
+//! SDK for Trac contract authors.

@@ -1,0 +1,16 @@
+//! Native host of the Trac peer-to-peer app platform.
+//!
+//! One process runs the settlement layer (MSB), an app's subnet (a replicated multi-writer log
+//! applied to key/value state by system rules and a WebAssembly contract), sidechannels and the
+//! user interfaces. Modules, one per concern, with data flowing one way (interfaces → node →
+//! ledger/runtime → store):
+//!
+//! - [`crypto`]: keys, addresses, domain-separated signatures, keystore;
+//! - [`codec`]: the canonical binary encoding of consensus values;
+//! - [`store`]: LMDB storage with the lattice-hash state root;
+//! - [`cli`]: the `trac` command line.
+
+pub mod cli;
+pub mod codec;
+pub mod crypto;
+pub mod store;
