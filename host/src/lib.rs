@@ -8,8 +8,10 @@
 //! - [`crypto`]: keys, addresses, domain-separated signatures, keystore;
 //! - [`codec`]: the canonical binary encoding of consensus values;
 //! - [`store`]: LMDB storage with the lattice-hash state root;
+//! - [`bench`]: the `trac bench` suites;
 //! - [`cli`]: the `trac` command line.
 
+pub mod bench;
 pub mod cli;
 pub mod codec;
 pub mod crypto;

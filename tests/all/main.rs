@@ -1,1 +1,8 @@
 //! Integration tests: one binary, one module per area.
+mod cli_keys;
+mod codec;
+mod crypto;
+mod golden;
+mod keystore;
+mod store;
+mod support;

@@ -1,6 +1,7 @@
 //! The `trac` command line (clap). Every flag also reads an environment variable; a flag wins
 //! over the variable, the variable over the default.
 
+mod bench;
 mod keys;
 mod passphrase;
 
@@ -26,6 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Create, inspect, import and export the peer keystore.
     Keys(keys::KeysArgs),
+    /// Run a benchmark suite and print a table (or JSON with --json).
+    Bench(bench::BenchArgs),
 }
 
 /// Parses the process arguments, runs the command and turns its outcome into an exit code
@@ -53,6 +56,7 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Keys(args) => keys::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
 

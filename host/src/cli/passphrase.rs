@@ -1,5 +1,5 @@
-//! Where a keystore passphrase comes from: `--passphrase` (or `TRAC_PASSPHRASE`), then
-//! `--passphrase-file` (or `TRAC_PASSPHRASE_FILE`), then a prompt on the terminal.
+//! Where a keystore passphrase comes from: `--passphrase`, then `--passphrase-file`, then the
+//! variables `TRAC_PASSPHRASE` and `TRAC_PASSPHRASE_FILE`, then a prompt on the terminal.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -8,16 +8,35 @@ use anyhow::{Context, bail};
 use clap::Args;
 use zeroize::Zeroizing;
 
+/// Variable read when neither passphrase flag is given.
+const PASSPHRASE_ENV: &str = "TRAC_PASSPHRASE";
+/// Variable read when neither passphrase flag nor `TRAC_PASSPHRASE` is given.
+const PASSPHRASE_FILE_ENV: &str = "TRAC_PASSPHRASE_FILE";
+
 /// Passphrase flags shared by the commands that create or unlock a keystore.
+///
+/// The variables are read in [`PassphraseArgs::resolve`], not by clap, so that either flag
+/// wins over either variable (clap would treat `TRAC_PASSPHRASE` plus `--passphrase-file` as
+/// a conflict, and could not tell a flag from a variable).
 #[derive(Debug, Clone, Args)]
 pub struct PassphraseArgs {
-    /// Keystore passphrase. An empty value stores the key unencrypted (with a warning).
-    #[arg(long, env = "TRAC_PASSPHRASE", hide_env_values = true)]
+    /// Keystore passphrase (default: $TRAC_PASSPHRASE). An empty value stores the key
+    /// unencrypted (with a warning).
+    #[arg(long)]
     pub passphrase: Option<String>,
 
-    /// Read the passphrase from this file (its first line).
-    #[arg(long, env = "TRAC_PASSPHRASE_FILE", conflicts_with = "passphrase")]
+    /// Read the passphrase from this file, its first line (default: $TRAC_PASSPHRASE_FILE).
+    #[arg(long, conflicts_with = "passphrase")]
     pub passphrase_file: Option<PathBuf>,
+}
+
+fn read_passphrase_file(path: &std::path::Path) -> anyhow::Result<Zeroizing<String>> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read passphrase file {}", path.display()))?,
+    );
+    let first = text.lines().next().unwrap_or("");
+    Ok(Zeroizing::new(first.to_string()))
 }
 
 /// Why the passphrase is needed, which decides the prompt.
@@ -36,12 +55,16 @@ impl PassphraseArgs {
             return Ok(Zeroizing::new(p.clone()));
         }
         if let Some(path) = &self.passphrase_file {
-            let text = Zeroizing::new(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read passphrase file {}", path.display()))?,
-            );
-            let first = text.lines().next().unwrap_or("");
-            return Ok(Zeroizing::new(first.to_string()));
+            return read_passphrase_file(path);
+        }
+        if let Some(p) = std::env::var_os(PASSPHRASE_ENV) {
+            let p = p
+                .into_string()
+                .map_err(|_| anyhow::anyhow!("{PASSPHRASE_ENV} is not valid UTF-8"))?;
+            return Ok(Zeroizing::new(p));
+        }
+        if let Some(path) = std::env::var_os(PASSPHRASE_FILE_ENV) {
+            return read_passphrase_file(std::path::Path::new(&path));
         }
         if !std::io::stdin().is_terminal() {
             bail!(

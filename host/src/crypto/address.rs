@@ -41,8 +41,11 @@ pub fn encode_address(key: &PublicKey) -> String {
 /// Parses an address back into its public key. The key's point is not checked here; every
 /// signature check validates it.
 pub fn decode_address(address: &str) -> Result<PublicKey, AddressError> {
+    if !address.is_ascii() {
+        return Err(AddressError::Bech32("non-ASCII characters".into()));
+    }
     if address.len() != ADDRESS_LEN {
-        return Err(AddressError::Length(address.chars().count()));
+        return Err(AddressError::Length(address.len()));
     }
     if address.bytes().any(|b| b.is_ascii_uppercase()) {
         return Err(AddressError::Case);
@@ -53,6 +56,10 @@ pub fn decode_address(address: &str) -> Result<PublicKey, AddressError> {
     if hrp.as_str() != ADDRESS_HRP {
         return Err(AddressError::Prefix(hrp.to_string()));
     }
+    // The 4 bits after the key's 256 must be zero, or several strings would name one key.
+    checked
+        .validate_segwit_padding()
+        .map_err(|e| AddressError::Bech32(e.to_string()))?;
     let bytes: Vec<u8> = checked.byte_iter().collect();
     let key: [u8; 32] = bytes
         .as_slice()

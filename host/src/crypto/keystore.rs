@@ -136,6 +136,9 @@ pub enum KeystoreError {
         /// What is wrong.
         reason: String,
     },
+    /// Key-derivation parameters that Argon2 refuses or that exceed [`KdfParams::MAX`].
+    #[error("invalid key-derivation parameters: {0}")]
+    InvalidKdf(String),
     /// Decryption failed.
     #[error("wrong passphrase for keystore {0} (or the file was modified)")]
     WrongPassphrase(PathBuf),
@@ -176,8 +179,29 @@ fn derive_key(
     Ok(key)
 }
 
-/// Builds the keystore document for `keypair`. An empty passphrase stores the seed in the clear.
-pub fn seal(keypair: &Keypair, passphrase: &str, kdf: KdfParams) -> KeystoreFile {
+/// Builds the keystore document for `keypair` with a fresh random salt and nonce. An empty
+/// passphrase stores the seed in the clear.
+pub fn seal(
+    keypair: &Keypair,
+    passphrase: &str,
+    kdf: KdfParams,
+) -> Result<KeystoreFile, KeystoreError> {
+    let mut salt = [0u8; 16];
+    let mut nonce = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut salt);
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    seal_with(keypair, passphrase, kdf, &salt, &nonce)
+}
+
+/// [`seal`] with a given salt and nonce (deterministic; used for the golden vectors of
+/// docs/protocol.md). Never reuse a salt and nonce for real keystores.
+pub fn seal_with(
+    keypair: &Keypair,
+    passphrase: &str,
+    kdf: KdfParams,
+    salt: &[u8; 16],
+    nonce: &[u8; 24],
+) -> Result<KeystoreFile, KeystoreError> {
     let public_key = keypair.public();
     let seed = keypair.seed();
     let secret = if passphrase.is_empty() {
@@ -185,16 +209,18 @@ pub fn seal(keypair: &Keypair, passphrase: &str, kdf: KdfParams) -> KeystoreFile
             seed: hex::encode(seed.as_ref()),
         }
     } else {
-        let mut salt = [0u8; 16];
-        let mut nonce = [0u8; 24];
-        rand::rngs::OsRng.fill_bytes(&mut salt);
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let key = derive_key(passphrase, &salt, &kdf).expect("default KDF parameters are valid");
+        if !kdf.within_bounds() {
+            return Err(KeystoreError::InvalidKdf(format!(
+                "{kdf:?} exceeds the maximum {:?}",
+                KdfParams::MAX
+            )));
+        }
+        let key = derive_key(passphrase, salt, &kdf).map_err(KeystoreError::InvalidKdf)?;
         let cipher = XChaCha20Poly1305::new(key.as_ref().into());
         let aad = associated_data(&public_key);
         let ciphertext = cipher
             .encrypt(
-                XNonce::from_slice(&nonce),
+                XNonce::from_slice(nonce),
                 Payload {
                     msg: seed.as_ref(),
                     aad: &aad,
@@ -208,13 +234,13 @@ pub fn seal(keypair: &Keypair, passphrase: &str, kdf: KdfParams) -> KeystoreFile
             ciphertext: hex::encode(ciphertext),
         }
     };
-    KeystoreFile {
+    Ok(KeystoreFile {
         format: KEYSTORE_FORMAT.to_string(),
         version: KEYSTORE_VERSION,
         public_key: public_key.to_hex(),
         address: public_key.address(),
         secret,
-    }
+    })
 }
 
 /// Writes a new keystore for `keypair` at `path` (mode 0600, atomic replace). Refuses to replace
@@ -233,7 +259,7 @@ pub fn create(
     if passphrase.is_empty() {
         tracing::warn!(path = %path.display(), "keystore is stored unencrypted (empty passphrase)");
     }
-    let file = seal(keypair, passphrase, kdf);
+    let file = seal(keypair, passphrase, kdf)?;
     let json = serde_json::to_vec_pretty(&file).expect("keystore serialises");
     write_private(path, &json).map_err(|source| KeystoreError::Io {
         path: path.to_path_buf(),

@@ -8,7 +8,7 @@
 //!   transaction, or nothing does.
 //!
 //! ```
-//! use trac_host::store::{Store, StoreOptions};
+//! use trac_host::store::{Store, StoreOptions, StoreRead};
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
@@ -390,10 +390,17 @@ pub trait StoreRead {
     ) -> Result<Vec<StateRecord>, StoreError> {
         let store = self.store();
         let upper = match end {
+            // No key is below the empty key.
+            Some([]) => return Ok(Vec::new()),
             Some(end) => Bound::Excluded(end),
             None => Bound::Unbounded,
         };
-        let range = (Bound::Included(start), upper);
+        // LMDB refuses an empty key even as a bound; every key is at or above it.
+        let lower = match start {
+            [] => Bound::Unbounded,
+            start => Bound::Included(start),
+        };
+        let range = (lower, upper);
         let iter = store
             .state
             .range(self.ro(), &range)
@@ -460,10 +467,21 @@ pub trait StoreRead {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, V)>, StoreError> {
         let store = self.store();
-        let iter = table
-            .db
-            .prefix_iter(self.ro(), prefix)
-            .map_err(|e| store.error(e))?;
+        // LMDB refuses an empty key as a prefix; the empty prefix means the whole table.
+        let (whole, prefixed) = if prefix.is_empty() {
+            let whole = table.db.iter(self.ro()).map_err(|e| store.error(e))?;
+            (Some(whole), None)
+        } else {
+            let prefixed = table
+                .db
+                .prefix_iter(self.ro(), prefix)
+                .map_err(|e| store.error(e))?;
+            (None, Some(prefixed))
+        };
+        let iter = whole
+            .into_iter()
+            .flatten()
+            .chain(prefixed.into_iter().flatten());
         let mut out = Vec::new();
         for item in iter.take(limit) {
             let (k, v) = item.map_err(|e| store.error(e))?;
