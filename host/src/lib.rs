@@ -8,6 +8,7 @@
 //! - [`crypto`]: keys, addresses, domain-separated signatures, keystore;
 //! - [`codec`]: the canonical binary encoding of consensus values;
 //! - [`store`]: LMDB storage with the lattice-hash state root;
+//! - [`runtime`]: the deterministic WebAssembly contract runtime;
 //! - [`bench`]: the `trac bench` suites;
 //! - [`cli`]: the `trac` command line.
 
@@ -15,4 +16,5 @@ pub mod bench;
 pub mod cli;
 pub mod codec;
 pub mod crypto;
+pub mod runtime;
 pub mod store;

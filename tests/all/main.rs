@@ -4,5 +4,7 @@ mod codec;
 mod crypto;
 mod golden;
 mod keystore;
+mod runtime_smoke;
 mod store;
 mod support;
+mod wat_contract;

@@ -24,4 +24,4 @@ pub use address::{ADDRESS_HRP, ADDRESS_LEN, AddressError, decode_address, encode
 pub use domain::{DOMAIN_PREFIX, Domain, DomainKind};
 pub use hash::{Hash32, HexError, hash, hash_parts, parse_fixed_hex};
 pub use keys::{Keypair, PublicKey, Signature};
-pub use verify::{BatchItem, SignatureError, verify_batch, verify_hash};
+pub use verify::{BatchItem, SignatureError, verify_batch, verify_hash, verify_message};

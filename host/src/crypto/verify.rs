@@ -68,7 +68,7 @@ struct Decoded {
     k: Scalar,
 }
 
-fn decode(key: &PublicKey, hash: &Hash32, sig: &Signature) -> Result<Decoded, SignatureError> {
+fn decode(key: &PublicKey, message: &[u8], sig: &Signature) -> Result<Decoded, SignatureError> {
     let a = decode_public_key(key)?;
     let r_bytes: [u8; 32] = sig.0[..32].try_into().expect("64-byte signature");
     let s_bytes: [u8; 32] = sig.0[32..].try_into().expect("64-byte signature");
@@ -78,14 +78,24 @@ fn decode(key: &PublicKey, hash: &Hash32, sig: &Signature) -> Result<Decoded, Si
     let mut h = Sha512::new();
     h.update(r_bytes);
     h.update(key.as_bytes());
-    h.update(hash.as_bytes());
+    h.update(message);
     let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
     Ok(Decoded { a, r, s, k })
 }
 
 /// Verifies one signature over a 32-byte (already domain-separated) hash.
 pub fn verify_hash(key: &PublicKey, hash: &Hash32, sig: &Signature) -> Result<(), SignatureError> {
-    let d = decode(key, hash, sig)?;
+    verify_message(key, hash.as_bytes(), sig)
+}
+
+/// Verifies one signature over an arbitrary message, under the same rule. Protocol signatures
+/// are always over a domain hash ([`verify_hash`]); contracts may verify their own formats.
+pub fn verify_message(
+    key: &PublicKey,
+    message: &[u8],
+    sig: &Signature,
+) -> Result<(), SignatureError> {
+    let d = decode(key, message, sig)?;
     // [S]B − [k]A − R, then clear the cofactor.
     let sb_minus_ka = EdwardsPoint::vartime_double_scalar_mul_basepoint(&d.k, &(-d.a), &d.s);
     if (sb_minus_ka - d.r).mul_by_cofactor().is_identity() {
@@ -118,7 +128,7 @@ pub fn verify_batch(items: &[BatchItem<'_>]) -> Result<(), SignatureError> {
     }
     let mut decoded = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
-        match decode(item.key, item.hash, item.signature) {
+        match decode(item.key, item.hash.as_bytes(), item.signature) {
             Ok(d) => decoded.push(d),
             Err(reason) => {
                 return Err(SignatureError::InBatch {
