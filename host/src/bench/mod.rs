@@ -1,5 +1,6 @@
 //! `trac bench <suite>`: measured figures for people (a table) and machines (`--json`).
 
+mod contract;
 mod store;
 
 use std::time::{Duration, Instant};
@@ -11,6 +12,8 @@ use serde::Serialize;
 pub enum Suite {
     /// State writes, commits and reads on LMDB with the lattice state root.
     Store,
+    /// Contract calls: throughput, instantiate+call latency, cold load, fuel overhead.
+    Contract,
 }
 
 /// One measured figure.
@@ -18,33 +21,66 @@ pub enum Suite {
 pub struct Measurement {
     /// What was measured.
     pub name: String,
-    /// Operations performed.
-    pub ops: u64,
-    /// Operations per second.
-    pub ops_per_sec: f64,
-    /// Mean microseconds per operation.
-    pub micros_per_op: f64,
+    /// The figure.
+    pub value: f64,
+    /// Its unit (`ops/s`, `µs`, `ms`, `%`).
+    pub unit: &'static str,
+    /// Operations or samples behind it.
+    pub samples: u64,
+    /// The target it is held to, if any (e.g. `>= 50000`).
+    pub target: Option<String>,
 }
 
 impl Measurement {
-    /// A measurement of `ops` operations that took `elapsed`.
-    pub fn new(name: impl Into<String>, ops: u64, elapsed: Duration) -> Self {
-        let secs = elapsed.as_secs_f64().max(1e-9);
+    /// Throughput of `ops` operations that took `elapsed`.
+    pub fn throughput(name: impl Into<String>, ops: u64, elapsed: Duration) -> Self {
         Measurement {
             name: name.into(),
-            ops,
-            ops_per_sec: ops as f64 / secs,
-            micros_per_op: secs * 1e6 / ops.max(1) as f64,
+            value: ops as f64 / elapsed.as_secs_f64().max(1e-9),
+            unit: "ops/s",
+            samples: ops,
+            target: None,
         }
     }
 
-    /// Times `ops` runs of `f`.
+    /// Times `ops` runs of `f` and reports the throughput.
     pub fn time(name: impl Into<String>, ops: u64, mut f: impl FnMut(u64)) -> Self {
         let start = Instant::now();
         for i in 0..ops {
             f(i);
         }
-        Self::new(name, ops, start.elapsed())
+        Self::throughput(name, ops, start.elapsed())
+    }
+
+    /// The `q`-quantile (0..=1) of `samples`, in microseconds.
+    pub fn latency_micros(name: impl Into<String>, samples: &mut [Duration], q: f64) -> Self {
+        samples.sort_unstable();
+        let index = ((samples.len().saturating_sub(1)) as f64 * q).round() as usize;
+        let value = samples.get(index).map_or(0.0, |d| d.as_secs_f64() * 1e6);
+        Measurement {
+            name: name.into(),
+            value,
+            unit: "µs",
+            samples: samples.len() as u64,
+            target: None,
+        }
+    }
+
+    /// A percentage.
+    pub fn percent(name: impl Into<String>, value: f64, samples: u64) -> Self {
+        Measurement {
+            name: name.into(),
+            value,
+            unit: "%",
+            samples,
+            target: None,
+        }
+    }
+
+    /// Attaches the target the figure is held to.
+    pub fn target(mut self, target: &str) -> Self {
+        self.target = Some(target.to_string());
+        self
     }
 }
 
@@ -65,30 +101,45 @@ impl Report {
         let width = self
             .results
             .iter()
-            .map(|m| m.name.len())
+            .map(|m| m.name.chars().count())
             .max()
             .unwrap_or(4)
             .max(4);
         let mut out = format!(
-            "suite {} ({} build)\n{:<width$} | {:>10} | {:>14} | {:>10}\n",
-            self.suite, self.profile, "case", "ops", "ops/s", "µs/op"
+            "suite {} ({} build)\n{:<width$} | {:>14} | {:<5} | {:>9} | target\n",
+            self.suite, self.profile, "case", "value", "unit", "samples"
         );
-        out.push_str(&format!("{}\n", "-".repeat(width + 43)));
+        out.push_str(&format!("{}\n", "-".repeat(width + 50)));
         for m in &self.results {
+            let value = if m.value >= 100.0 {
+                format!("{:.0}", m.value)
+            } else {
+                format!("{:.2}", m.value)
+            };
             out.push_str(&format!(
-                "{:<width$} | {:>10} | {:>14.0} | {:>10.2}\n",
-                m.name, m.ops, m.ops_per_sec, m.micros_per_op
+                "{:<width$} | {:>14} | {:<5} | {:>9} | {}\n",
+                m.name,
+                value,
+                m.unit,
+                m.samples,
+                m.target.as_deref().unwrap_or("")
             ));
         }
         out
     }
 }
 
-/// Runs a suite.
+/// Runs a suite on a thread with a large stack (so contract calls never switch stacks).
 pub fn run(suite: Suite) -> anyhow::Result<Report> {
-    let results = match suite {
-        Suite::Store => store::run()?,
-    };
+    let results = std::thread::Builder::new()
+        .name("bench".into())
+        .stack_size(64 << 20)
+        .spawn(move || match suite {
+            Suite::Store => store::run(),
+            Suite::Contract => contract::run(),
+        })?
+        .join()
+        .map_err(|_| anyhow::anyhow!("the benchmark thread panicked"))??;
     Ok(Report {
         suite: format!("{suite:?}").to_lowercase(),
         profile: if cfg!(debug_assertions) {

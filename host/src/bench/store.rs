@@ -38,7 +38,7 @@ fn writes(name: &str, total: u64, batch: u64, sync: bool) -> anyhow::Result<Meas
         }
         b.commit()?;
     }
-    Ok(Measurement::new(name, total, start.elapsed()))
+    Ok(Measurement::throughput(name, total, start.elapsed()))
 }
 
 /// Runs the suite.

@@ -2,6 +2,7 @@
 //! over the variable, the variable over the default.
 
 mod bench;
+mod contract;
 mod keys;
 mod passphrase;
 
@@ -27,6 +28,8 @@ pub struct Cli {
 pub enum Command {
     /// Create, inspect, import and export the peer keystore.
     Keys(keys::KeysArgs),
+    /// Inspect contract components and run calls against a local state.
+    Contract(contract::ContractArgs),
     /// Run a benchmark suite and print a table (or JSON with --json).
     Bench(bench::BenchArgs),
 }
@@ -57,6 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Keys(args) => keys::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Contract(args) => contract::run(args),
     }
 }
 

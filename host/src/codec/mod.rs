@@ -24,6 +24,8 @@
 //! assert!(codec::decode::<Transfer>(&loose).is_err());
 //! ```
 
+pub mod json;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 

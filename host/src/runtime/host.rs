@@ -8,9 +8,9 @@ use std::sync::Arc;
 use wasmtime::component::Linker;
 use wasmtime::{ResourceLimiter, StoreContextMut};
 
-use super::bindings::trac::contract::types::{CallContext as WitContext, Entry, StateError};
+use super::bindings::trac::contract::types::{Entry, StateError};
 use super::limits::{Limits, PriceTable};
-use super::{Event, ReservedKeys, StateView, StateWrite};
+use super::{CallContext, Event, ReservedKeys, StateView, StateWrite};
 use crate::crypto::{PublicKey, Signature, hash};
 
 /// What an entry point may do with state.
@@ -121,7 +121,7 @@ impl ResourceLimiter for CallLimiter {
 pub(crate) struct CallState {
     pub view: BorrowedView,
     pub access: Access,
-    pub context: WitContext,
+    pub context: CallContext,
     pub limits: Limits,
     pub prices: PriceTable,
     pub reserved: Arc<ReservedKeys>,
@@ -315,7 +315,7 @@ pub(crate) fn add_imports(linker: &mut Linker<CallState>) -> wasmtime::Result<()
         |mut store: StoreContextMut<'_, CallState>, (): ()| {
             let prices = store.data().prices;
             charge(&mut store, prices.host_call)?;
-            Ok((store.data().context.clone(),))
+            Ok((store.data().context.to_wit(),))
         },
     )?;
 

@@ -18,6 +18,7 @@ mod engine;
 mod host;
 mod instrument;
 mod limits;
+pub mod testkit;
 mod validate;
 
 use std::collections::BTreeSet;
@@ -187,7 +188,7 @@ impl CallContext {
         hash(&data)
     }
 
-    fn to_wit(&self) -> bindings::trac::contract::types::CallContext {
+    pub(crate) fn to_wit(&self) -> bindings::trac::contract::types::CallContext {
         bindings::trac::contract::types::CallContext {
             op_kind: self.op_kind,
             tx_hash: self.tx_hash.0.to_vec(),
@@ -683,7 +684,7 @@ impl Runtime {
             // SAFETY: `view` outlives `store`, which is dropped at the end of this function.
             view: unsafe { BorrowedView::new(view) },
             access,
-            context: context.to_wit(),
+            context: context.clone(),
             limits,
             prices: self.prices,
             reserved,
