@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use trac_host::codec;
 use trac_host::crypto::keystore::{self, KdfParams, SecretBox};
 use trac_host::crypto::{Domain, DomainKind, Hash32, Keypair, PublicKey, decode_address};
+use trac_host::runtime::{CallContext, OpKind, runtime_protocol_version};
 use trac_host::store::Lattice;
 
 type Vector = BTreeMap<String, String>;
@@ -219,6 +220,20 @@ fn protocol_document_vectors_match_the_code() {
                     }
                 }
                 check.eq(v, "root", &lattice.root().to_hex());
+            }
+            "call-seed" => {
+                let context = CallContext {
+                    op_kind: OpKind::Tx,
+                    tx_hash: Hash32(arr::<32>(v, "tx-hash")),
+                    sender: PublicKey(arr::<32>(v, "sender")),
+                    validator: None,
+                    log_position: field(v, "log-position").parse().expect("number"),
+                    checkpoint_time: field(v, "checkpoint-time").parse().expect("number"),
+                };
+                check.eq(v, "seed", &context.seed().to_hex());
+            }
+            "runtime-version" => {
+                check.eq(v, "version", &runtime_protocol_version().to_hex());
             }
             other => panic!("unknown vector kind {other}"),
         }
