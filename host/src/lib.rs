@@ -9,10 +9,12 @@
 //! - [`codec`]: the canonical binary encoding of consensus values;
 //! - [`store`]: LMDB storage with the lattice-hash state root;
 //! - [`runtime`]: the deterministic WebAssembly contract runtime;
+//! - [`builder`]: building contract crates into components (`trac contract build`);
 //! - [`bench`]: the `trac bench` suites;
 //! - [`cli`]: the `trac` command line.
 
 pub mod bench;
+pub mod builder;
 pub mod cli;
 pub mod codec;
 pub mod crypto;

@@ -1,4 +1,4 @@
-//! `trac contract inspect|exec`.
+//! `trac contract build|inspect|exec`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value as Json, json};
 
+use crate::builder::{self, Route};
 use crate::codec::json::{json_text_to_msgpack, msgpack_to_json};
 use crate::crypto::{Hash32, PublicKey, decode_address};
 use crate::runtime::{
@@ -24,6 +25,18 @@ pub struct ContractArgs {
 
 #[derive(Debug, Subcommand)]
 enum ContractCommand {
+    /// Build a contract crate into a validated component (detects a wasm32 toolchain and says
+    /// what to install when there is none).
+    Build {
+        /// The contract crate's directory.
+        crate_dir: PathBuf,
+        /// Where to write the component (default: <crate>/target/…/<name>.component.wasm).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Toolchain route.
+        #[arg(long, value_enum, default_value = "auto")]
+        toolchain: Route,
+    },
     /// Validate a component and show what it offers: describe output, commands, imports, size,
     /// code hash and the validation verdict (exit status 1 when refused).
     Inspect {
@@ -118,6 +131,24 @@ struct ExecArgs {
 /// Runs a `trac contract` command.
 pub fn run(args: ContractArgs) -> anyhow::Result<()> {
     match args.command {
+        ContractCommand::Build {
+            crate_dir,
+            out,
+            toolchain,
+        } => {
+            let toolchain = builder::detect(toolchain)?;
+            eprintln!(
+                "building {} with {}",
+                crate_dir.display(),
+                toolchain.describe()
+            );
+            let built = builder::build(&crate_dir, &toolchain, out.as_deref())?;
+            println!("component  {}", built.path.display());
+            println!("size       {} bytes", built.report.size);
+            println!("code hash  {}", built.code_hash());
+            println!("verdict    accepted");
+            Ok(())
+        }
         ContractCommand::Inspect { file, json, cache } => inspect(&file, json, &cache),
         ContractCommand::Exec(exec_args) => exec(exec_args),
     }

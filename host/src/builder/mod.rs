@@ -1,0 +1,348 @@
+//! Building contract crates into validated components (`trac contract build`).
+//!
+//! Two toolchain routes produce `wasm32-unknown-unknown` code:
+//!
+//! - **rustup**: the active toolchain has the `wasm32-unknown-unknown` target installed
+//!   (`rustup target add wasm32-unknown-unknown`);
+//! - **debian**: Debian's `rustc-web`, `cargo-web` and `rust-web-src` packages (a compiler and
+//!   the standard library's source), building `std` with `-Z build-std` and linking with the
+//!   rustup toolchain's `rust-lld`. This is the route of the committed artifacts, because a
+//!   pinned package version gives the same bytes on every machine.
+//!
+//! The core module is wrapped into a component (wit-component reads the world embedded by
+//! wit-bindgen) and validated with the runtime's acceptance rules. Path prefixes (the crate,
+//! its repository, the cargo home) are remapped so no machine path reaches the bytes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::crypto::Hash32;
+use crate::runtime::{ComponentReport, Limits, ValidationError, validate_component};
+
+const TARGET: &str = "wasm32-unknown-unknown";
+const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
+const DEBIAN_CARGO: &str = "/usr/bin/cargo";
+const DEBIAN_STD_SOURCE: &str = "/usr/lib/rustlib/src/rust/library";
+
+/// Which route to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Route {
+    /// The rustup route if the target is installed, else the Debian route.
+    Auto,
+    /// `rustup target add wasm32-unknown-unknown`.
+    Rustup,
+    /// Debian's rustc-web with `-Z build-std` (the route of the committed artifacts).
+    Debian,
+}
+
+/// A toolchain that can build for wasm32.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Toolchain {
+    /// The active rustup toolchain with the wasm32 target.
+    Rustup {
+        /// `cargo`.
+        cargo: PathBuf,
+    },
+    /// Debian's packages plus rustup's linker.
+    Debian {
+        /// `/usr/bin/rustc`.
+        rustc: PathBuf,
+        /// `/usr/bin/cargo`.
+        cargo: PathBuf,
+        /// `rust-lld`.
+        lld: PathBuf,
+    },
+}
+
+impl Toolchain {
+    /// A short description for people.
+    pub fn describe(&self) -> String {
+        match self {
+            Toolchain::Rustup { .. } => "rustup (wasm32-unknown-unknown target)".to_string(),
+            Toolchain::Debian { rustc, .. } => {
+                format!(
+                    "debian rustc-web ({}) with -Z build-std",
+                    tool_version(rustc)
+                )
+            }
+        }
+    }
+}
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// No usable toolchain; the message says what to install.
+    #[error("{0}")]
+    NoToolchain(String),
+    /// The crate directory has no Cargo.toml.
+    #[error("{0} is not a contract crate (no Cargo.toml)")]
+    NotACrate(PathBuf),
+    /// cargo failed.
+    #[error("cargo build failed (exit status {status}); its output is above")]
+    Cargo {
+        /// cargo's exit status.
+        status: String,
+    },
+    /// cargo produced no `.wasm`.
+    #[error("cargo produced no .wasm artifact: is the crate a `cdylib`?")]
+    NoArtifact,
+    /// wit-component refused the module.
+    #[error("cannot make a component of {module}: {reason}")]
+    Componentize {
+        /// The core module.
+        module: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The component fails the runtime's acceptance rules.
+    #[error("the component would be refused: {0}")]
+    Refused(#[from] ValidationError),
+    /// Reading or writing files, or starting cargo.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {
+    let context = context.into();
+    move |source| BuildError::Io { context, source }
+}
+
+fn tool_version(tool: &Path) -> String {
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown version".to_string())
+}
+
+/// The sysroot of the active (rustup) toolchain.
+fn rustup_sysroot() -> Option<PathBuf> {
+    let out = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+fn host_triple() -> Option<String> {
+    let out = Command::new("rustc").arg("-vV").output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+}
+
+fn detect_rustup() -> Option<Toolchain> {
+    let sysroot = rustup_sysroot()?;
+    sysroot
+        .join("lib/rustlib")
+        .join(TARGET)
+        .join("lib")
+        .is_dir()
+        .then(|| Toolchain::Rustup {
+            cargo: PathBuf::from("cargo"),
+        })
+}
+
+fn detect_debian() -> Result<Toolchain, String> {
+    let mut missing = Vec::new();
+    if !Path::new(DEBIAN_RUSTC).exists() {
+        missing.push("rustc-web");
+    }
+    if !Path::new(DEBIAN_CARGO).exists() {
+        missing.push("cargo-web");
+    }
+    if !Path::new(DEBIAN_STD_SOURCE).is_dir() {
+        missing.push("rust-web-src");
+    }
+    let lld = rustup_sysroot()
+        .zip(host_triple())
+        .map(|(sysroot, host)| sysroot.join("lib/rustlib").join(host).join("bin/rust-lld"))
+        .filter(|p| p.exists());
+    match (missing.is_empty(), lld) {
+        (true, Some(lld)) => Ok(Toolchain::Debian {
+            rustc: PathBuf::from(DEBIAN_RUSTC),
+            cargo: PathBuf::from(DEBIAN_CARGO),
+            lld,
+        }),
+        (true, None) => Err(
+            "the Debian route needs rust-lld from a rustup toolchain (`rustc --print sysroot`/lib/rustlib/<host>/bin/rust-lld); install Rust with rustup".to_string(),
+        ),
+        (false, _) => Err(format!(
+            "the Debian route is missing packages: apt-get install {}",
+            missing.join(" ")
+        )),
+    }
+}
+
+/// Finds a toolchain for `route`, or says exactly what to install.
+pub fn detect(route: Route) -> Result<Toolchain, BuildError> {
+    let rustup_hint = "rustup target add wasm32-unknown-unknown";
+    match route {
+        Route::Rustup => detect_rustup().ok_or_else(|| {
+            BuildError::NoToolchain(format!(
+                "the active rustup toolchain has no wasm32-unknown-unknown target: run `{rustup_hint}`"
+            ))
+        }),
+        Route::Debian => detect_debian().map_err(BuildError::NoToolchain),
+        Route::Auto => {
+            if let Some(t) = detect_rustup() {
+                return Ok(t);
+            }
+            detect_debian().map_err(|debian| {
+                BuildError::NoToolchain(format!(
+                    "no toolchain can build for wasm32-unknown-unknown. Install one of:\n  - `{rustup_hint}` (needs the rustup download server), or\n  - on Debian 12: `apt-get install rustc-web cargo-web rust-web-src` (with rustup's rust-lld)\n({debian})"
+                ))
+            })
+        }
+    }
+}
+
+/// A built component.
+#[derive(Debug, Clone)]
+pub struct Built {
+    /// Where it was written.
+    pub path: PathBuf,
+    /// What validation found (size, code hash, imports, exports).
+    pub report: ComponentReport,
+    /// The toolchain used.
+    pub toolchain: String,
+}
+
+impl Built {
+    /// BLAKE3 of the component.
+    pub fn code_hash(&self) -> Hash32 {
+        self.report.code_hash
+    }
+}
+
+fn git_root(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .find(|d| d.join(".git").exists())
+        .map(Path::to_path_buf)
+}
+
+fn cargo_home() -> Option<PathBuf> {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+}
+
+/// Builds the contract crate in `crate_dir` with `toolchain` and writes the component to `out`
+/// (default: `<crate>/target/<name>.component.wasm`).
+pub fn build(
+    crate_dir: &Path,
+    toolchain: &Toolchain,
+    out: Option<&Path>,
+) -> Result<Built, BuildError> {
+    if !crate_dir.join("Cargo.toml").exists() {
+        return Err(BuildError::NotACrate(crate_dir.to_path_buf()));
+    }
+    let crate_dir = crate_dir
+        .canonicalize()
+        .map_err(io(format!("cannot resolve {}", crate_dir.display())))?;
+
+    // Reproducibility: map every machine path to a fixed one (the last matching rule wins).
+    let mut remaps = Vec::new();
+    if let Some(home) = cargo_home().and_then(|h| h.canonicalize().ok()) {
+        remaps.push(format!("--remap-path-prefix={}=/cargo", home.display()));
+    }
+    if let Some(root) = git_root(&crate_dir) {
+        remaps.push(format!("--remap-path-prefix={}=/src", root.display()));
+    }
+    let rustflags = remaps.join("\x1f");
+
+    let mut cmd;
+    match toolchain {
+        Toolchain::Rustup { cargo } => {
+            cmd = Command::new(cargo);
+            cmd.args(["build", "--release", "--target", TARGET]);
+        }
+        Toolchain::Debian { rustc, cargo, lld } => {
+            cmd = Command::new(cargo);
+            cmd.args([
+                "build",
+                "--release",
+                "--target",
+                TARGET,
+                "-Z",
+                "build-std=std,panic_abort",
+            ])
+            .env("RUSTC_BOOTSTRAP", "1")
+            .env("RUSTC", rustc)
+            .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER", lld);
+        }
+    }
+    cmd.arg("--message-format=json-render-diagnostics")
+        .current_dir(&crate_dir)
+        .env("CARGO_ENCODED_RUSTFLAGS", &rustflags)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let output = cmd
+        .output()
+        .map_err(io("cannot start cargo for the wasm32 build"))?;
+    if !output.status.success() {
+        return Err(BuildError::Cargo {
+            status: output.status.to_string(),
+        });
+    }
+    let module_path = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact")
+        .flat_map(|m| {
+            m["filenames"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|f| f.as_str().map(PathBuf::from))
+        })
+        .filter(|f| f.extension().is_some_and(|e| e == "wasm"))
+        .next_back()
+        .ok_or(BuildError::NoArtifact)?;
+    let module = std::fs::read(&module_path)
+        .map_err(io(format!("cannot read {}", module_path.display())))?;
+    let component = componentize(&module).map_err(|reason| BuildError::Componentize {
+        module: module_path.clone(),
+        reason,
+    })?;
+    let report = validate_component(&component, &Limits::default())?;
+    let path = match out {
+        Some(p) => p.to_path_buf(),
+        None => module_path.with_extension("component.wasm"),
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(io(format!("cannot create {}", parent.display())))?;
+    }
+    std::fs::write(&path, &component).map_err(io(format!("cannot write {}", path.display())))?;
+    Ok(Built {
+        path,
+        report,
+        toolchain: toolchain.describe(),
+    })
+}
+
+/// Wraps a core module built with wit-bindgen (which embeds the world) into a component.
+pub fn componentize(module: &[u8]) -> Result<Vec<u8>, String> {
+    wit_component::ComponentEncoder::default()
+        .validate(true)
+        .module(module)
+        .map_err(|e| format!("{e:#}"))?
+        .encode()
+        .map_err(|e| format!("{e:#}"))
+}
