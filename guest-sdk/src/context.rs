@@ -11,6 +11,9 @@ use crate::bindings::trac::contract::{context, crypto, events, state};
 
 pub use crate::bindings::trac::contract::types::OpKind;
 
+/// A state record: key and raw value.
+pub type Record = (Vec<u8>, Vec<u8>);
+
 /// A chat message handed to [`crate::Contract::on_message`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -128,11 +131,7 @@ impl Ctx {
     }
 
     /// Up to `limit` records whose keys start with `prefix`, in key order (raw values).
-    pub fn scan_prefix(
-        &self,
-        prefix: impl AsRef<[u8]>,
-        limit: u32,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    pub fn scan_prefix(&self, prefix: impl AsRef<[u8]>, limit: u32) -> Result<Vec<Record>, Error> {
         let prefix = prefix.as_ref();
         let end = prefix_end(prefix);
         let entries = state::scan(prefix, end.as_deref(), limit)?;

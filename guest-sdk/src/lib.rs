@@ -51,7 +51,7 @@ mod error;
 pub mod protocol;
 mod registry;
 
-pub use context::{Ctx, Message, OpKind, address, hex};
+pub use context::{Ctx, Message, OpKind, Record, address, hex};
 pub use error::{Error, check_len};
 pub use registry::{Args, Registry};
 pub use schemars::JsonSchema;

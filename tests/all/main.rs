@@ -5,7 +5,7 @@ mod codec;
 mod crypto;
 mod golden;
 mod keystore;
-mod runtime_smoke;
+mod runtime;
 mod store;
 mod support;
 mod wat_contract;

@@ -10,8 +10,9 @@
 //!   pinned package version gives the same bytes on every machine.
 //!
 //! The core module is wrapped into a component (wit-component reads the world embedded by
-//! wit-bindgen) and validated with the runtime's acceptance rules. Path prefixes (the crate,
-//! its repository, the cargo home) are remapped so no machine path reaches the bytes.
+//! wit-bindgen) and validated with the runtime's acceptance rules. No machine path reaches the
+//! bytes: the Debian route uses cargo's `trim-paths` and a fixed build path, the rustup route
+//! remaps path prefixes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,6 +24,9 @@ const TARGET: &str = "wasm32-unknown-unknown";
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 const DEBIAN_CARGO: &str = "/usr/bin/cargo";
 const DEBIAN_STD_SOURCE: &str = "/usr/lib/rustlib/src/rust/library";
+/// The fixed path the Debian route builds through (a symbolic link to the repository).
+const BUILD_ROOT: &str = "/tmp/trac-build-root";
+const BUILD_ROOT_LOCK: &str = "/tmp/trac-build-root.lock";
 
 /// Which route to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -252,23 +256,47 @@ pub fn build(
         .canonicalize()
         .map_err(io(format!("cannot resolve {}", crate_dir.display())))?;
 
-    // Reproducibility: map every machine path to a fixed one (the last matching rule wins).
-    let mut remaps = Vec::new();
-    if let Some(home) = cargo_home().and_then(|h| h.canonicalize().ok()) {
-        remaps.push(format!("--remap-path-prefix={}=/cargo", home.display()));
-    }
-    if let Some(root) = git_root(&crate_dir) {
-        remaps.push(format!("--remap-path-prefix={}=/src", root.display()));
-    }
-    let rustflags = remaps.join("\x1f");
-
     let mut cmd;
+    // Held until the artifact is read: the Debian route builds through a fixed path.
+    let mut _build_root_lock = None;
     match toolchain {
         Toolchain::Rustup { cargo } => {
+            // Map machine paths to fixed ones (the last matching rule wins). Stable cargo
+            // hashes these flags, and the crate's own path, into symbol names, so this route
+            // gives readable but not byte-reproducible output.
+            let mut remaps = Vec::new();
+            if let Some(home) = cargo_home().and_then(|h| h.canonicalize().ok()) {
+                remaps.push(format!("--remap-path-prefix={}=/cargo", home.display()));
+            }
+            if let Some(root) = git_root(&crate_dir) {
+                remaps.push(format!("--remap-path-prefix={}=/src", root.display()));
+            }
             cmd = Command::new(cargo);
-            cmd.args(["build", "--release", "--target", TARGET]);
+            cmd.args(["build", "--release", "--target", TARGET])
+                .arg("--manifest-path")
+                .arg(crate_dir.join("Cargo.toml"))
+                .env("CARGO_ENCODED_RUSTFLAGS", remaps.join("\x1f"));
         }
         Toolchain::Debian { rustc, cargo, lld } => {
+            // Byte-reproducible: cargo sees the sources under one fixed path on every machine
+            // (a symbolic link to the repository), since it hashes the absolute paths of path
+            // dependencies outside the crate's workspace into symbol names; `trim-paths`
+            // removes every path from the output without flags that would vary.
+            let root = git_root(&crate_dir).unwrap_or_else(|| crate_dir.clone());
+            let lock = std::fs::File::create(BUILD_ROOT_LOCK)
+                .map_err(io(format!("cannot create {BUILD_ROOT_LOCK}")))?;
+            lock.lock()
+                .map_err(io(format!("cannot lock {BUILD_ROOT_LOCK}")))?;
+            _build_root_lock = Some(lock);
+            let link = Path::new(BUILD_ROOT);
+            if link.symlink_metadata().is_ok() {
+                std::fs::remove_file(link).map_err(io(format!("cannot replace {BUILD_ROOT}")))?;
+            }
+            std::os::unix::fs::symlink(&root, link).map_err(io(format!(
+                "cannot link {BUILD_ROOT} to {}",
+                root.display()
+            )))?;
+            let relative = crate_dir.strip_prefix(&root).unwrap_or(Path::new(""));
             cmd = Command::new(cargo);
             cmd.args([
                 "build",
@@ -277,15 +305,21 @@ pub fn build(
                 TARGET,
                 "-Z",
                 "build-std=std,panic_abort",
+                "-Z",
+                "trim-paths",
+                "--config",
+                "profile.release.trim-paths=\"all\"",
             ])
+            .arg("--manifest-path")
+            .arg(link.join(relative).join("Cargo.toml"))
             .env("RUSTC_BOOTSTRAP", "1")
             .env("RUSTC", rustc)
-            .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER", lld);
+            .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER", lld)
+            .env_remove("CARGO_ENCODED_RUSTFLAGS");
         }
     }
     cmd.arg("--message-format=json-render-diagnostics")
         .current_dir(&crate_dir)
-        .env("CARGO_ENCODED_RUSTFLAGS", &rustflags)
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_BUILD_TARGET_DIR")
@@ -311,8 +345,7 @@ pub fn build(
                 .into_iter()
                 .filter_map(|f| f.as_str().map(PathBuf::from))
         })
-        .filter(|f| f.extension().is_some_and(|e| e == "wasm"))
-        .next_back()
+        .rfind(|f| f.extension().is_some_and(|e| e == "wasm"))
         .ok_or(BuildError::NoArtifact)?;
     let module = std::fs::read(&module_path)
         .map_err(io(format!("cannot read {}", module_path.display())))?;

@@ -7,8 +7,8 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllo
 use super::limits::{HARD_CAPS, runtime_protocol_version};
 use crate::crypto::Hash32;
 
-/// Native stack wasm may use. Far above what the deterministic depth limit lets a contract
-/// reach with the per-function local limit of validation; reaching it is a node error.
+/// Native stack wasm may use. The instrumentation's stack guard keeps the estimated frames of a
+/// call within half of it (`instrument::STACK_BUDGET_BYTES`); reaching it is a node error.
 pub const NATIVE_WASM_STACK: usize = 16 << 20;
 
 /// Concurrent instances the pooling allocator keeps slots for.

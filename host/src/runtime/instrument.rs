@@ -2,7 +2,8 @@
 //!
 //! Each core module of an accepted component is rewritten before compilation:
 //!
-//! - a new mutable `i32` global, the depth counter, is appended to the module's globals;
+//! - two mutable `i32` globals, the depth counter and the stack counter, are appended to the
+//!   module's globals;
 //! - every function body starts with a prologue that increments the counter and, when it
 //!   exceeds the limit, executes `f32.const nan; i32.trunc_f32_u`, whose trap
 //!   (`BadConversionToInteger`) contracts cannot otherwise produce: validation refuses the
@@ -10,6 +11,15 @@
 //! - the original body is wrapped in a block with the function's result type, so every branch
 //!   to the function's outermost label lands in that block, after which the counter is
 //!   decremented; every `return` decrements the counter first.
+//!
+//! A second counter bounds the native stack the frames can use. Every function adds an estimate
+//! of its frame on entry and subtracts it on exit: [`STACK_FRAME_BYTES`] plus
+//! [`STACK_SLOT_BYTES`] for each parameter, local and value an operator pushes, so for every
+//! value the function can hold at once, wherever the compiler keeps it. The same trap fires when
+//! the sum exceeds [`STACK_BUDGET_BYTES`], half the native wasm stack. Without it,
+//! `max_call_depth` frames with many live values (locals, or the operand stack, which only the
+//! code size bounds) exhaust the native stack: a node error, not a recorded failure. Ordinary
+//! frames stay far below the budget at the deepest allowed depth.
 //!
 //! The depth therefore depends only on the wasm code, never on the native stack, and the same
 //! call traps at the same depth on every node. Tail calls and exceptions, which would bypass the
@@ -21,6 +31,17 @@ use wasm_encoder::{
     BlockType, ConstExpr, GlobalSection, GlobalType, Ieee32, Instruction, SectionId, ValType,
 };
 use wasmparser::{FuncType, Parser, Payload, TypeRef};
+
+use super::engine::NATIVE_WASM_STACK;
+
+/// Estimated native stack bytes of one wasm value held by a frame (a spill slot; v128 needs 16).
+pub const STACK_SLOT_BYTES: u32 = 16;
+/// Estimated fixed native stack bytes of a frame (return address, frame pointer, saved
+/// registers, outgoing arguments).
+pub const STACK_FRAME_BYTES: u32 = 256;
+/// The estimated bytes the active frames of a core module may use together: half the native
+/// wasm stack, leaving the rest as margin for the estimate, trampolines and host calls.
+pub const STACK_BUDGET_BYTES: u32 = (NATIVE_WASM_STACK / 2) as u32;
 
 /// Why instrumentation failed (the component passed validation, so this means malformed
 /// input that slipped through, reported as a validation failure by the caller).
@@ -37,7 +58,7 @@ struct ModulePlan {
     func_types: Vec<u32>,
     /// Number of imported functions.
     imported_funcs: u32,
-    /// Index the depth global gets.
+    /// Index the depth global gets (the stack global follows it).
     depth_global: u32,
     /// Whether the module has a global section (else one is inserted).
     has_global_section: bool,
@@ -111,15 +132,51 @@ struct DepthInstrumenter {
 type Re<T> = Result<T, ReencodeError<InstrumentError>>;
 
 impl DepthInstrumenter {
+    /// Declares the depth and the stack counters.
     fn depth_global_decl(&self, globals: &mut GlobalSection) {
-        globals.global(
-            GlobalType {
-                val_type: ValType::I32,
-                mutable: true,
-                shared: false,
-            },
-            &ConstExpr::i32_const(0),
-        );
+        for _ in 0..2 {
+            globals.global(
+                GlobalType {
+                    val_type: ValType::I32,
+                    mutable: true,
+                    shared: false,
+                },
+                &ConstExpr::i32_const(0),
+            );
+        }
+    }
+
+    /// Number of values pushed by `op` at most (a call pushes all its results).
+    fn pushed(&self, op: &wasmparser::Operator<'_>) -> u64 {
+        let results = |ty: Option<&FuncType>| ty.map_or(1, |t| t.results().len() as u64);
+        match op {
+            wasmparser::Operator::Call { function_index } => results(
+                self.plan
+                    .func_types
+                    .get(*function_index as usize)
+                    .and_then(|t| self.plan.types.get(*t as usize)),
+            ),
+            wasmparser::Operator::CallIndirect { type_index, .. } => {
+                results(self.plan.types.get(*type_index as usize))
+            }
+            _ => 1,
+        }
+        .max(1)
+    }
+
+    /// The estimated native stack bytes of a frame of `func` (of type `ty`).
+    fn frame_estimate(&self, func: &wasmparser::FunctionBody<'_>, ty: u32) -> Re<u32> {
+        let mut values = self.plan.types[ty as usize].params().len() as u64;
+        for local in func.get_locals_reader()? {
+            values += u64::from(local?.0);
+        }
+        let mut reader = func.get_operators_reader()?;
+        while !reader.eof() {
+            values += self.pushed(&reader.read()?);
+        }
+        let bytes = u64::from(STACK_FRAME_BYTES) + u64::from(STACK_SLOT_BYTES) * values;
+        // Clamped so the counter cannot overflow: a larger frame traps on entry either way.
+        Ok(bytes.min(u64::from(STACK_BUDGET_BYTES) + 1) as u32)
     }
 
     fn block_type(&mut self, results: &[wasmparser::ValType]) -> Re<BlockType> {
@@ -140,11 +197,14 @@ impl DepthInstrumenter {
     }
 }
 
-fn decrement(f: &mut wasm_encoder::Function, global: u32) {
-    f.instruction(&Instruction::GlobalGet(global));
-    f.instruction(&Instruction::I32Const(1));
-    f.instruction(&Instruction::I32Sub);
-    f.instruction(&Instruction::GlobalSet(global));
+/// `depth -= 1; stack -= frame`.
+fn decrement(f: &mut wasm_encoder::Function, global: u32, frame: u32) {
+    for (global, amount) in [(global, 1), (global + 1, frame)] {
+        f.instruction(&Instruction::GlobalGet(global));
+        f.instruction(&Instruction::I32Const(amount as i32));
+        f.instruction(&Instruction::I32Sub);
+        f.instruction(&Instruction::GlobalSet(global));
+    }
 }
 
 impl Reencode for DepthInstrumenter {
@@ -215,16 +275,23 @@ impl Reencode for DepthInstrumenter {
         let results = self.plan.types[ty as usize].results().to_vec();
         let block = self.block_type(&results)?;
         let global = self.plan.depth_global;
+        let frame = self.frame_estimate(&func, ty)?;
 
         let mut f = self.new_function_with_parsed_locals(&func)?;
-        // Prologue: depth += 1; trap deterministically past the limit.
-        f.instruction(&Instruction::GlobalGet(global));
-        f.instruction(&Instruction::I32Const(1));
-        f.instruction(&Instruction::I32Add);
-        f.instruction(&Instruction::GlobalSet(global));
+        // Prologue: depth += 1; stack += frame; trap deterministically past either limit.
+        for (global, amount) in [(global, 1), (global + 1, frame)] {
+            f.instruction(&Instruction::GlobalGet(global));
+            f.instruction(&Instruction::I32Const(amount as i32));
+            f.instruction(&Instruction::I32Add);
+            f.instruction(&Instruction::GlobalSet(global));
+        }
         f.instruction(&Instruction::GlobalGet(global));
         f.instruction(&Instruction::I32Const(self.max_depth as i32));
         f.instruction(&Instruction::I32GtU);
+        f.instruction(&Instruction::GlobalGet(global + 1));
+        f.instruction(&Instruction::I32Const(STACK_BUDGET_BYTES as i32));
+        f.instruction(&Instruction::I32GtU);
+        f.instruction(&Instruction::I32Or);
         f.instruction(&Instruction::If(BlockType::Empty));
         f.instruction(&Instruction::F32Const(Ieee32::new(f32::NAN.to_bits())));
         f.instruction(&Instruction::I32TruncF32U);
@@ -237,13 +304,13 @@ impl Reencode for DepthInstrumenter {
             let op = reader.read()?;
             match op {
                 wasmparser::Operator::Return => {
-                    decrement(&mut f, global);
+                    decrement(&mut f, global, frame);
                     f.instruction(&Instruction::Return);
                 }
                 wasmparser::Operator::End if reader.eof() => {
                     // The function's own `end`: close the wrapper block, then decrement.
                     f.instruction(&Instruction::End);
-                    decrement(&mut f, global);
+                    decrement(&mut f, global, frame);
                     f.instruction(&Instruction::End);
                 }
                 other => {

@@ -12,8 +12,9 @@ use crate::crypto::{Hash32, hash};
 /// Exact wasmtime version the runtime is built with (pinned in Cargo.toml).
 pub const WASMTIME_VERSION: &str = "48.0.8";
 
-/// Version of the call-depth instrumentation; part of the compiled-artifact key.
-pub const INSTRUMENTATION_VERSION: u32 = 1;
+/// Version of the call-depth instrumentation (2: with the stack guard); part of the
+/// compiled-artifact key.
+pub const INSTRUMENTATION_VERSION: u32 = 2;
 
 /// Consensus limits of one contract call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

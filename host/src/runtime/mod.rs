@@ -418,8 +418,20 @@ impl Runtime {
         limits.check()?;
         let report = validate_component(bytes, limits)?;
         let key = self.artifact_key(&report.code_hash, limits);
-        if let Some(hit) = self.lock_memory().get(&key) {
-            return Ok((hit, LoadSource::Memory));
+        let cached = self.lock_memory().get(&key);
+        if let Some(hit) = cached {
+            if hit.limits == *limits {
+                return Ok((hit, LoadSource::Memory));
+            }
+            // The same compiled code (the key covers the call depth), loaded with other limits
+            // (`setParams`): the contract must run with the limits it is loaded with.
+            let contract = Arc::new(Contract {
+                report,
+                limits: *limits,
+                pre: hit.pre.clone(),
+            });
+            self.lock_memory().insert(key, contract.clone());
+            return Ok((contract, LoadSource::Memory));
         }
         let mut source = LoadSource::Compiled;
         let mut component = None;
