@@ -55,7 +55,7 @@ build_all() {
   local out="$1"
   cargo build -q -p trac-host --bin trac
   local trac
-  trac="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/trac"
+  trac="${CARGO_TARGET_DIR:-$root/target}/debug/trac"
   for c in "${contracts[@]}"; do
     "$trac" contract build "contracts/$c" --toolchain debian --out "$out/$c.wasm" >/dev/null
   done
@@ -78,7 +78,7 @@ case "$mode" in
     status=0
     for c in "${contracts[@]}"; do
       if cmp -s "$tmp/$c.wasm" "contracts/artifacts/$c.wasm"; then
-        echo "artifacts: $c.wasm reproduced byte for byte ($(b3sum --no-names "$tmp/$c.wasm" 2>/dev/null || sha256sum "$tmp/$c.wasm" | cut -d' ' -f1))"
+        echo "artifacts: $c.wasm reproduced byte for byte (sha256 $(sha256sum "$tmp/$c.wasm" | cut -d' ' -f1))"
       else
         echo "error: contracts/artifacts/$c.wasm differs from a rebuild of contracts/$c; run contracts/rebuild.sh --update and commit" >&2
         status=1

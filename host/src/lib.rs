@@ -9,12 +9,14 @@
 //! - [`codec`]: the canonical binary encoding of consensus values;
 //! - [`store`]: LMDB storage with the lattice-hash state root;
 //! - [`runtime`]: the deterministic WebAssembly contract runtime;
+//! - [`bundled`]: the bundled contract components (Intercom, the registry example);
 //! - [`builder`]: building contract crates into components (`trac contract build`);
 //! - [`bench`]: the `trac bench` suites;
 //! - [`cli`]: the `trac` command line.
 
 pub mod bench;
 pub mod builder;
+pub mod bundled;
 pub mod cli;
 pub mod codec;
 pub mod crypto;

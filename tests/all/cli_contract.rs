@@ -231,3 +231,17 @@ fn exec_uses_the_disk_cache() {
     assert_eq!(artifacts.len(), 1, "one compiled artifact expected");
     run().success();
 }
+
+#[test]
+fn build_refuses_a_directory_that_is_not_a_crate() {
+    let dir = tempdir();
+    let out = trac(dir.path(), &["contract", "build", "."]).run();
+    let stderr = out.failure(1);
+    assert!(stderr.contains("is not a contract crate"), "{stderr}");
+    let bad = trac(
+        dir.path(),
+        &["contract", "build", ".", "--toolchain", "nope"],
+    )
+    .run();
+    bad.failure(2);
+}

@@ -115,6 +115,8 @@ pub fn run() -> anyhow::Result<Vec<Measurement>> {
         0.99,
     ));
 
+    out.extend(intercom_calls(&runtime, &store)?);
+
     let mut cold = Vec::new();
     for _ in 0..20 {
         let fresh = Runtime::new(RuntimeConfig {
@@ -146,6 +148,60 @@ pub fn run() -> anyhow::Result<Vec<Measurement>> {
             LOOP_ITERATIONS as u64,
         ));
     }
+    Ok(out)
+}
+
+/// Calls of the bundled Intercom component (a Rust contract built with the SDK): the
+/// `storeSomething` transaction and the `readSnapshot` query.
+fn intercom_calls(runtime: &Runtime, store: &StateStore) -> anyhow::Result<Vec<Measurement>> {
+    const N: usize = 5_000;
+    let contract = runtime.load(crate::bundled::INTERCOM, &Limits::default())?;
+    let reserved = Arc::new(ReservedKeys::none());
+    let batch = store.write()?;
+    let request = CallRequest {
+        view: &batch,
+        context: CallContext::read_only(OpKind::Tx),
+        reserved,
+    };
+    let invocation = Invocation::Tx(TxCall {
+        function: "storeSomething".into(),
+        args: vec![0xc0],
+    });
+    let mut tx = Vec::with_capacity(N);
+    let mut fuel = 0;
+    for _ in 0..N {
+        let start = Instant::now();
+        let outcome = runtime.execute(&contract, &request, &invocation)?;
+        tx.push(start.elapsed());
+        anyhow::ensure!(
+            outcome.result.is_ok(),
+            "storeSomething failed: {:?}",
+            outcome.result
+        );
+        fuel = outcome.fuel_used;
+    }
+    let mut query = Vec::with_capacity(N);
+    for _ in 0..N {
+        let start = Instant::now();
+        let outcome = runtime.query(&contract, &batch, "readSnapshot", &[0xc0])?;
+        query.push(start.elapsed());
+        anyhow::ensure!(
+            outcome.result.is_ok(),
+            "readSnapshot failed: {:?}",
+            outcome.result
+        );
+    }
+    let mut out = vec![
+        Measurement::latency_micros("intercom storeSomething (tx), p50", &mut tx, 0.5),
+        Measurement::latency_micros("intercom readSnapshot (query), p50", &mut query, 0.5),
+    ];
+    out.push(Measurement {
+        name: "intercom storeSomething fuel".into(),
+        value: fuel as f64,
+        unit: "fuel",
+        samples: 1,
+        target: None,
+    });
     Ok(out)
 }
 

@@ -136,6 +136,9 @@ pub fn run(args: ContractArgs) -> anyhow::Result<()> {
             out,
             toolchain,
         } => {
+            if !crate_dir.join("Cargo.toml").exists() {
+                return Err(builder::BuildError::NotACrate(crate_dir).into());
+            }
             let toolchain = builder::detect(toolchain)?;
             eprintln!(
                 "building {} with {}",
