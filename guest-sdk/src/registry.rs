@@ -61,12 +61,37 @@ pub struct Registry {
     pub(crate) commands: Vec<Command>,
 }
 
+/// Decodes one complete MessagePack value into `T`, refusing trailing bytes and, where the
+/// schema of `T` is an object, any top-level shape but a map with text keys (serde would
+/// otherwise also fill a struct from an array or from integer keys).
+pub(crate) fn decode_strict<T: DeserializeOwned + schemars::JsonSchema>(
+    bytes: &[u8],
+) -> Result<T, String> {
+    // No bytes at all means "no value" (MessagePack nil).
+    let bytes: &[u8] = if bytes.is_empty() { &[0xc0] } else { bytes };
+    let mut rest = bytes;
+    let value = rmpv::decode::read_value_with_max_depth(&mut rest, 128)
+        .map_err(|e| format!("not MessagePack: {e}"))?;
+    if !rest.is_empty() {
+        return Err(format!("{} bytes after the value", rest.len()));
+    }
+    let is_object_map = match &value {
+        rmpv::Value::Map(entries) => entries.iter().all(|(k, _)| k.is_str()),
+        _ => false,
+    };
+    if !is_object_map && matches!(value, rmpv::Value::Array(_) | rmpv::Value::Map(_)) {
+        let schema = schemars::schema_for!(T);
+        if schema.get("type").and_then(|t| t.as_str()) == Some("object") {
+            return Err("expected an object (a map with text keys)".to_string());
+        }
+    }
+    rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
+}
+
 /// Decodes and validates the arguments of `function`.
 fn decode_args<A: Args>(function: &str, bytes: &[u8]) -> Result<A, Error> {
-    // No bytes at all means "no arguments" (MessagePack nil).
-    let bytes: &[u8] = if bytes.is_empty() { &[0xc0] } else { bytes };
-    let args: A = rmp_serde::from_slice(bytes)
-        .map_err(|e| Error::invalid_args(format!("{function}: {e}")))?;
+    let args: A =
+        decode_strict(bytes).map_err(|e| Error::invalid_args(format!("{function}: {e}")))?;
     args.validate()
         .map_err(|e| Error::invalid_args(format!("{function}: {e}")))?;
     Ok(args)
@@ -133,7 +158,7 @@ impl Registry {
     }
 
     /// A feature (for example `timer`): its entries carry a key and a MessagePack value.
-    pub fn feature<V: DeserializeOwned>(
+    pub fn feature<V: DeserializeOwned + schemars::JsonSchema>(
         &mut self,
         name: &str,
         description: &str,
@@ -144,7 +169,7 @@ impl Registry {
             name: name.to_string(),
             description: description.to_string(),
             handler: Box::new(move |ctx, key, bytes| {
-                let value: V = rmp_serde::from_slice(bytes).map_err(|e| {
+                let value: V = decode_strict(bytes).map_err(|e| {
                     Error::invalid_args(format!("feature {feature}, key {key}: {e}"))
                 })?;
                 handler(ctx, key, value)

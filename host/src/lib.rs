@@ -8,6 +8,7 @@
 //! - [`crypto`]: keys, addresses, domain-separated signatures, keystore;
 //! - [`codec`]: the canonical binary encoding of consensus values;
 //! - [`store`]: LMDB storage with the lattice-hash state root;
+//! - [`ledger`]: the replicated multi-writer ledger engine (logs, checkpoints, views);
 //! - [`runtime`]: the deterministic WebAssembly contract runtime;
 //! - [`bundled`]: the bundled contract components (Intercom, the registry example);
 //! - [`builder`]: building contract crates into components (`trac contract build`);
@@ -20,5 +21,6 @@ pub mod bundled;
 pub mod cli;
 pub mod codec;
 pub mod crypto;
+pub mod ledger;
 pub mod runtime;
 pub mod store;

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 use trac_host::codec;
 use trac_host::crypto::keystore::{self, KdfParams, SecretBox};
 use trac_host::crypto::{Domain, DomainKind, Hash32, Keypair, PublicKey, decode_address};
+use trac_host::ledger::{
+    Ack, Checkpoint, CheckpointBody, LedgerLimits, LogEntry, LogFrontier, merkle,
+};
 use trac_host::runtime::{CallContext, OpKind, runtime_protocol_version};
 use trac_host::store::Lattice;
 
@@ -231,6 +234,64 @@ fn protocol_document_vectors_match_the_code() {
                     checkpoint_time: field(v, "checkpoint-time").parse().expect("number"),
                 };
                 check.eq(v, "seed", &context.seed().to_hex());
+            }
+            "log-entry" => {
+                let keypair = Keypair::from_seed(&arr::<32>(v, "seed"));
+                let network = Hash32(arr::<32>(v, "network"));
+                let ops: Vec<Vec<u8>> = field(v, "ops")
+                    .split(',')
+                    .map(|op| hex::decode(op.trim()).expect("hex op"))
+                    .collect();
+                let entry = LogEntry::sign(
+                    &keypair,
+                    &network,
+                    field(v, "seq").parse().expect("number"),
+                    Hash32(arr::<32>(v, "prev")),
+                    Vec::new(),
+                    ops,
+                );
+                check.eq(v, "hash", &entry.hash(&network).to_hex());
+                check.eq(v, "signature", &entry.signature.to_hex());
+                entry
+                    .verify(&network, &LedgerLimits::default())
+                    .expect("the vector's entry verifies");
+            }
+            "checkpoint" => {
+                let keypair = Keypair::from_seed(&arr::<32>(v, "seed"));
+                let network = Hash32(arr::<32>(v, "network"));
+                let body = CheckpointBody {
+                    version: 1,
+                    height: field(v, "height").parse().expect("number"),
+                    prev: Hash32(arr::<32>(v, "prev")),
+                    time: field(v, "time").parse().expect("number"),
+                    frontier: vec![LogFrontier {
+                        writer: PublicKey(arr::<32>(v, "frontier-writer")),
+                        next: field(v, "frontier-next").parse().expect("number"),
+                    }],
+                    state_root: Hash32(arr::<32>(v, "state-root")),
+                    receipts_root: Hash32(arr::<32>(v, "receipts-root")),
+                    sequencer: keypair.public(),
+                };
+                let checkpoint = Checkpoint::sign(&keypair, &network, body);
+                check.eq(v, "hash", &checkpoint.hash(&network).to_hex());
+                let ack = Ack::sign(&keypair, &network, &checkpoint);
+                check.eq(v, "ack-signature", &ack.signature.to_hex());
+                checkpoint
+                    .verify(&network)
+                    .expect("the vector's checkpoint verifies");
+                ack.verify(&network).expect("the vector's ack verifies");
+            }
+            "merkle" => {
+                let receipts: Vec<Vec<u8>> = field(v, "receipts")
+                    .split(',')
+                    .map(|r| hex::decode(r.trim()).expect("hex receipt"))
+                    .collect();
+                let root = merkle::root(&receipts);
+                check.eq(v, "root", &root.to_hex());
+                for (i, receipt) in receipts.iter().enumerate() {
+                    let proof = merkle::proof(&receipts, i).expect("in range");
+                    assert!(merkle::verify(&root, receipt, &proof));
+                }
             }
             "runtime-version" => {
                 check.eq(v, "version", &runtime_protocol_version().to_hex());

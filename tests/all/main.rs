@@ -2,9 +2,12 @@
 mod cli_contract;
 mod cli_keys;
 mod codec;
+mod contracts;
 mod crypto;
 mod golden;
 mod keystore;
+mod ledger;
+mod ledger_support;
 mod runtime;
 mod store;
 mod support;

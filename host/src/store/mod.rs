@@ -20,6 +20,7 @@
 //! ```
 
 mod lattice;
+mod overlay;
 mod preflight;
 
 use std::marker::PhantomData;
@@ -32,6 +33,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use lattice::{LANES, LATTICE_BYTES, Lattice};
+pub use overlay::{Diff, Overlay, StateAccess};
 
 use crate::codec::{self, CodecError};
 use crate::crypto::Hash32;

@@ -1,0 +1,979 @@
+//! The ledger engine: stores logs, proposes and verifies checkpoints, counts acks, finalises.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::{Ack, Checkpoint, CheckpointBody, LogFrontier};
+use super::entry::{EntryRef, LogEntry};
+use super::{
+    AppliedOp, FORMAT_VERSION, LedgerError, LedgerLimits, StateMachine, merkle, order, quorum,
+};
+use crate::crypto::{Hash32, Keypair, PublicKey};
+use crate::store::{Diff, Overlay, StateAccess, Store, StoreRead, Table};
+
+/// What nodes exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// A writer-log entry.
+    Entry(LogEntry),
+    /// A checkpoint.
+    Checkpoint(Checkpoint),
+    /// An ack.
+    Ack(Ack),
+    /// Asks for the entries of `writer` from `from` on.
+    WantEntries {
+        /// The writer.
+        writer: PublicKey,
+        /// First sequence number wanted.
+        from: u64,
+    },
+    /// Asks for checkpoints (and their acks) from height `from` on.
+    WantCheckpoints {
+        /// First height wanted.
+        from: u64,
+    },
+}
+
+/// A checkpoint whose recomputed root differs from the one it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Divergence {
+    /// Its height.
+    pub height: u64,
+    /// The root it carries.
+    pub expected: Hash32,
+    /// The root this node computed.
+    pub computed: Hash32,
+}
+
+/// What the ledger reports about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerStatus {
+    /// Height of the last final checkpoint.
+    pub final_height: u64,
+    /// Its state root.
+    pub final_root: Hash32,
+    /// Height of the last verified checkpoint (final or not).
+    pub latest_height: u64,
+    /// Ops applied in the confirmed order so far.
+    pub position: u64,
+    /// Entries stored across all logs.
+    pub entries: u64,
+    /// Entries skipped because their writer was not a member at their position.
+    pub skipped: u64,
+    /// Set when a checkpoint's root differed from this node's computation.
+    pub divergence: Option<Divergence>,
+}
+
+/// The last final checkpoint, persisted with the state it produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct FinalInfo {
+    height: u64,
+    hash: Hash32,
+    time: u64,
+    frontier: Vec<LogFrontier>,
+    position: u64,
+    root: Hash32,
+    skipped: u64,
+}
+
+/// The head of one stored log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct LogHead {
+    next: u64,
+    last: Hash32,
+}
+
+/// A verified checkpoint that is not final yet.
+struct Pending {
+    checkpoint: Checkpoint,
+    hash: Hash32,
+    /// State writes relative to the final state (cumulative over earlier pending ones).
+    diff: Diff,
+    receipts: Vec<Vec<u8>>,
+    position: u64,
+    skipped: u64,
+    /// The indexer set in force before this checkpoint: who must ack.
+    indexers: Vec<PublicKey>,
+    /// Who has acked (the sequencer included).
+    acks: BTreeSet<PublicKey>,
+    /// The indexer set in force after this checkpoint (who must sign the next one).
+    indexers_after: Vec<PublicKey>,
+}
+
+/// The result of applying a batch of entries on top of some state.
+struct Applied {
+    diff: Diff,
+    root: Hash32,
+    receipts: Vec<Vec<u8>>,
+    position: u64,
+    skipped: u64,
+    indexers_after: Vec<PublicKey>,
+}
+
+/// The tables of a ledger in its store.
+struct Tables {
+    entries: Table<Vec<u8>, LogEntry>,
+    logs: Table<Vec<u8>, LogHead>,
+    checkpoints: Table<u64, Checkpoint>,
+    acks: Table<Vec<u8>, Ack>,
+    receipts: Table<Vec<u8>, serde_bytes::ByteBuf>,
+    meta: Table<String, FinalInfo>,
+}
+
+const FINAL_KEY: &str = "final";
+
+fn entry_key(writer: &PublicKey, seq: u64) -> Vec<u8> {
+    let mut key = writer.0.to_vec();
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn height_key(height: u64, suffix: &[u8]) -> Vec<u8> {
+    let mut key = height.to_be_bytes().to_vec();
+    key.extend_from_slice(suffix);
+    key
+}
+
+/// A ledger over one store, for one network (MSB network id or subnet id).
+pub struct Ledger<M: StateMachine> {
+    store: Arc<Store>,
+    machine: M,
+    network: Hash32,
+    keypair: Option<Keypair>,
+    limits: LedgerLimits,
+    tables: Tables,
+    final_info: FinalInfo,
+    final_indexers: Vec<PublicKey>,
+    heads: BTreeMap<PublicKey, LogHead>,
+    orphans: HashMap<(PublicKey, u64), LogEntry>,
+    pending: Vec<Pending>,
+    unverified: BTreeMap<u64, Checkpoint>,
+    early_acks: BTreeMap<u64, Vec<Ack>>,
+    divergence: Option<Divergence>,
+    unconfirmed: Option<Diff>,
+    entry_count: u64,
+}
+
+impl<M: StateMachine> Ledger<M> {
+    /// Opens the ledger of `network` in `store`, writing the genesis state on first use, and
+    /// re-verifies the checkpoints that were pending when it was last closed.
+    pub fn open(
+        store: Arc<Store>,
+        machine: M,
+        network: Hash32,
+        keypair: Option<Keypair>,
+        limits: LedgerLimits,
+    ) -> Result<Self, LedgerError> {
+        let tables = Tables {
+            entries: store.table("ledger.entries")?,
+            logs: store.table("ledger.logs")?,
+            checkpoints: store.table("ledger.checkpoints")?,
+            acks: store.table("ledger.acks")?,
+            receipts: store.table("ledger.receipts")?,
+            meta: store.table("ledger.meta")?,
+        };
+        let existing = store.read()?.get(&tables.meta, &FINAL_KEY.to_string())?;
+        let final_info = match existing {
+            Some(info) => info,
+            None => {
+                let mut batch = store.write()?;
+                machine.genesis(&mut batch)?;
+                let info = FinalInfo {
+                    height: 0,
+                    hash: Hash32::ZERO,
+                    time: 0,
+                    frontier: Vec::new(),
+                    position: 0,
+                    root: batch.state_root()?,
+                    skipped: 0,
+                };
+                batch.put(&tables.meta, &FINAL_KEY.to_string(), &info)?;
+                batch.commit()?;
+                info
+            }
+        };
+        let (heads, entry_count) = {
+            let read = store.read()?;
+            let mut heads = BTreeMap::new();
+            let mut count = 0;
+            for (key, head) in read.scan_prefix(&tables.logs, &[], usize::MAX)? {
+                let writer: [u8; 32] = key
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| LedgerError::Invalid("corrupt log head key".into()))?;
+                count += head.next;
+                heads.insert(PublicKey(writer), head);
+            }
+            (heads, count)
+        };
+        let final_indexers = {
+            let read = store.read()?;
+            let overlay = Overlay::new(&read)?;
+            machine.indexers(&overlay)?
+        };
+        let mut ledger = Ledger {
+            store,
+            machine,
+            network,
+            keypair,
+            limits,
+            tables,
+            final_info,
+            final_indexers,
+            heads,
+            orphans: HashMap::new(),
+            pending: Vec::new(),
+            unverified: BTreeMap::new(),
+            early_acks: BTreeMap::new(),
+            divergence: None,
+            unconfirmed: None,
+            entry_count,
+        };
+        // Checkpoints and acks stored while not final are verified again.
+        let read = ledger.store.read()?;
+        let stored: Vec<(Vec<u8>, Checkpoint)> =
+            read.scan_prefix(&ledger.tables.checkpoints, &[], usize::MAX)?;
+        let acks: Vec<(Vec<u8>, Ack)> = read.scan_prefix(&ledger.tables.acks, &[], usize::MAX)?;
+        drop(read);
+        for (_, checkpoint) in stored {
+            if checkpoint.body.height > ledger.final_info.height {
+                ledger.unverified.insert(checkpoint.body.height, checkpoint);
+            }
+        }
+        for (_, ack) in acks {
+            if ack.body.height > ledger.final_info.height {
+                ledger
+                    .early_acks
+                    .entry(ack.body.height)
+                    .or_default()
+                    .push(ack);
+            }
+        }
+        let _ = ledger.advance()?;
+        Ok(ledger)
+    }
+
+    /// The network this ledger belongs to.
+    pub fn network(&self) -> Hash32 {
+        self.network
+    }
+
+    /// The state machine.
+    pub fn machine(&self) -> &M {
+        &self.machine
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The status.
+    pub fn status(&self) -> LedgerStatus {
+        LedgerStatus {
+            final_height: self.final_info.height,
+            final_root: self.final_info.root,
+            latest_height: self.latest_height(),
+            position: self.final_info.position,
+            entries: self.entry_count,
+            skipped: self.final_info.skipped,
+            divergence: self.divergence.clone(),
+        }
+    }
+
+    fn latest_height(&self) -> u64 {
+        self.pending
+            .last()
+            .map_or(self.final_info.height, |p| p.checkpoint.body.height)
+    }
+
+    fn latest_frontier(&self) -> &[LogFrontier] {
+        self.pending
+            .last()
+            .map_or(&self.final_info.frontier, |p| &p.checkpoint.body.frontier)
+    }
+
+    fn included_next(&self, writer: &PublicKey) -> u64 {
+        let frontier = self.latest_frontier();
+        frontier
+            .binary_search_by(|f| f.writer.cmp(writer))
+            .map(|i| frontier[i].next)
+            .unwrap_or(0)
+    }
+
+    /// The next sequence number and previous hash of `writer`'s log.
+    pub fn log_head(&self, writer: &PublicKey) -> (u64, Hash32) {
+        self.heads
+            .get(writer)
+            .map_or((0, Hash32::ZERO), |h| (h.next, h.last))
+    }
+
+    /// A stored entry.
+    pub fn entry(&self, writer: &PublicKey, seq: u64) -> Result<Option<LogEntry>, LedgerError> {
+        Ok(self
+            .store
+            .read()?
+            .get(&self.tables.entries, &entry_key(writer, seq))?)
+    }
+
+    /// Reads the state: `confirmed` = after the last final checkpoint; otherwise the
+    /// unconfirmed view (every known entry applied).
+    pub fn read<T>(
+        &mut self,
+        confirmed: bool,
+        f: impl FnOnce(&dyn StateAccess) -> T,
+    ) -> Result<T, LedgerError> {
+        let store = self.store.clone();
+        let read = store.read()?;
+        if confirmed {
+            let overlay = Overlay::new(&read)?;
+            return Ok(f(&overlay));
+        }
+        if self.unconfirmed.is_none() {
+            let diff = self.compute_unconfirmed(&read)?;
+            self.unconfirmed = Some(diff);
+        }
+        let overlay = Overlay::with_diff(&read, self.unconfirmed.as_ref().expect("set above"))?;
+        Ok(f(&overlay))
+    }
+
+    /// Appends ops to this node's own log (local-first: works offline). Returns the entry to
+    /// broadcast.
+    pub fn append(&mut self, ops: Vec<Vec<u8>>) -> Result<LogEntry, LedgerError> {
+        let keypair = self
+            .keypair
+            .clone()
+            .ok_or_else(|| LedgerError::Invalid("this node has no key to write with".into()))?;
+        let me = keypair.public();
+        let (seq, prev) = self.log_head(&me);
+        // Causal heads: the tips of the other logs that no checkpoint includes yet, so the
+        // entry is ordered after everything this node has seen.
+        let heads: Vec<EntryRef> = self
+            .heads
+            .iter()
+            .filter(|(writer, head)| **writer != me && head.next > self.included_next(writer))
+            .take(self.limits.max_heads)
+            .map(|(writer, head)| EntryRef {
+                writer: *writer,
+                seq: head.next - 1,
+                hash: head.last,
+            })
+            .collect();
+        let entry = LogEntry::sign(&keypair, &self.network, seq, prev, heads, ops);
+        entry.verify(&self.network, &self.limits)?;
+        self.store_entry(&entry)?;
+        Ok(entry)
+    }
+
+    fn store_entry(&mut self, entry: &LogEntry) -> Result<Hash32, LedgerError> {
+        let hash = entry.hash(&self.network);
+        let writer = entry.body.writer;
+        let head = LogHead {
+            next: entry.body.seq + 1,
+            last: hash,
+        };
+        let mut batch = self.store.write()?;
+        batch.put(
+            &self.tables.entries,
+            &entry_key(&writer, entry.body.seq),
+            entry,
+        )?;
+        batch.put(&self.tables.logs, &writer.0.to_vec(), &head)?;
+        batch.commit()?;
+        self.heads.insert(writer, head);
+        self.entry_count += 1;
+        self.unconfirmed = None;
+        Ok(hash)
+    }
+
+    /// Handles a message from the network; returns the messages to send in reply.
+    pub fn handle(&mut self, message: Message) -> Result<Vec<Message>, LedgerError> {
+        match message {
+            Message::Entry(entry) => self.receive_entry(entry),
+            Message::Checkpoint(checkpoint) => self.receive_checkpoint(checkpoint),
+            Message::Ack(ack) => self.receive_ack(ack),
+            Message::WantEntries { writer, from } => {
+                let read = self.store.read()?;
+                let (next, _) = self.log_head(&writer);
+                let mut out = Vec::new();
+                for seq in from..next.min(from.saturating_add(1_000)) {
+                    if let Some(entry) = read.get(&self.tables.entries, &entry_key(&writer, seq))? {
+                        out.push(Message::Entry(entry));
+                    }
+                }
+                Ok(out)
+            }
+            Message::WantCheckpoints { from } => {
+                let read = self.store.read()?;
+                let mut out = Vec::new();
+                let to = self.latest_height().min(from.saturating_add(100));
+                for height in from.max(1)..=to {
+                    if let Some(c) = read.get(&self.tables.checkpoints, &height)? {
+                        out.push(Message::Checkpoint(c));
+                    }
+                    for (_, ack) in
+                        read.scan_prefix(&self.tables.acks, &height.to_be_bytes(), 64)?
+                    {
+                        out.push(Message::Ack(ack));
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Stores a valid entry (and any orphans it unblocks). Entries of any key are stored:
+    /// membership is decided at the entry's position in the order.
+    fn receive_entry(&mut self, entry: LogEntry) -> Result<Vec<Message>, LedgerError> {
+        entry.verify(&self.network, &self.limits)?;
+        let writer = entry.body.writer;
+        let (next, last) = self.log_head(&writer);
+        let seq = entry.body.seq;
+        if seq < next {
+            // Known already (a duplicate) — or a fork of a signed log, which is refused.
+            let stored = self.entry(&writer, seq)?;
+            if stored.is_some_and(|s| s != entry) {
+                return Err(LedgerError::Invalid(format!(
+                    "writer {writer} signed two different entries at {seq}"
+                )));
+            }
+            return Ok(Vec::new());
+        }
+        if seq > next {
+            if self.orphans.len() < self.limits.max_orphans {
+                self.orphans.insert((writer, seq), entry);
+            }
+            return Ok(vec![Message::WantEntries { writer, from: next }]);
+        }
+        if entry.body.prev != last {
+            return Err(LedgerError::Invalid(format!(
+                "entry {writer}/{seq} does not chain to the stored log"
+            )));
+        }
+        let mut out = vec![Message::Entry(entry.clone())];
+        self.store_entry(&entry)?;
+        // Entries that were waiting for this one.
+        let mut seq = seq + 1;
+        while let Some(orphan) = self.orphans.remove(&(writer, seq)) {
+            let (_, last) = self.log_head(&writer);
+            if orphan.body.prev != last {
+                break;
+            }
+            self.store_entry(&orphan)?;
+            out.push(Message::Entry(orphan));
+            seq += 1;
+        }
+        out.extend(self.advance()?);
+        Ok(out)
+    }
+
+    /// Applies `entries` (already ordered) on top of `base_diff` over the final state.
+    fn apply<R: StoreRead>(
+        &self,
+        read: &R,
+        base_diff: Option<&Diff>,
+        entries: &[&LogEntry],
+        height: u64,
+        time: u64,
+        mut position: u64,
+    ) -> Result<Applied, LedgerError> {
+        let mut overlay = match base_diff {
+            Some(diff) => Overlay::with_diff(read, diff)?,
+            None => Overlay::new(read)?,
+        };
+        let mut receipts = Vec::new();
+        let mut skipped = 0;
+        for entry in entries {
+            let body = &entry.body;
+            if !self.machine.is_writer(&overlay, &body.writer)? {
+                skipped += 1;
+                continue;
+            }
+            let hash = entry.hash(&self.network);
+            for (index, op) in body.ops.iter().enumerate() {
+                let applied = AppliedOp {
+                    writer: body.writer,
+                    entry: hash,
+                    seq: body.seq,
+                    index: index as u32,
+                    position,
+                    height,
+                    time,
+                    bytes: op,
+                };
+                if let Some(receipt) = self.machine.apply(&mut overlay, &applied)? {
+                    receipts.push(receipt);
+                }
+                position += 1;
+            }
+        }
+        let indexers_after = self.machine.indexers(&overlay)?;
+        Ok(Applied {
+            root: overlay.root()?,
+            diff: overlay.into_diff(),
+            receipts,
+            position,
+            skipped,
+            indexers_after,
+        })
+    }
+
+    /// The indexer set after the latest verified checkpoint (who must sign the next one).
+    fn latest_indexers(&self) -> Result<Vec<PublicKey>, LedgerError> {
+        Ok(self
+            .pending
+            .last()
+            .map_or_else(|| self.final_indexers.clone(), |p| p.indexers_after.clone()))
+    }
+
+    /// Stored entries beyond `frontier`, the candidates of the next checkpoint, closed under
+    /// causality and in order; at most `limit`.
+    fn candidates(&self, limit: usize) -> Result<Vec<LogEntry>, LedgerError> {
+        let read = self.store.read()?;
+        let mut entries = Vec::new();
+        for (writer, head) in &self.heads {
+            for seq in self.included_next(writer)..head.next {
+                if let Some(e) = read.get(&self.tables.entries, &entry_key(writer, seq))? {
+                    entries.push(e);
+                }
+            }
+        }
+        // Drop entries whose heads are unknown (and what follows them in their log), until
+        // the set is closed.
+        loop {
+            let present: BTreeSet<(PublicKey, u64)> = entries
+                .iter()
+                .map(|e| (e.body.writer, e.body.seq))
+                .collect();
+            let mut cut: BTreeMap<PublicKey, u64> = BTreeMap::new();
+            for e in &entries {
+                let missing = e.body.heads.iter().any(|h| {
+                    !present.contains(&(h.writer, h.seq)) && self.included_next(&h.writer) <= h.seq
+                });
+                if missing {
+                    let at = cut.entry(e.body.writer).or_insert(u64::MAX);
+                    *at = (*at).min(e.body.seq);
+                }
+            }
+            if cut.is_empty() {
+                break;
+            }
+            entries.retain(|e| cut.get(&e.body.writer).is_none_or(|&c| e.body.seq < c));
+        }
+        let refs: Vec<EntryRef> = entries.iter().map(|e| e.reference(&self.network)).collect();
+        let ordered = order::order(&entries, &refs, |h| self.included_next(&h.writer) > h.seq)?;
+        Ok(ordered.into_iter().take(limit).cloned().collect())
+    }
+
+    fn frontier_after(&self, entries: &[LogEntry]) -> Vec<LogFrontier> {
+        let mut next: BTreeMap<PublicKey, u64> = self
+            .latest_frontier()
+            .iter()
+            .map(|f| (f.writer, f.next))
+            .collect();
+        for e in entries {
+            let n = next.entry(e.body.writer).or_insert(0);
+            *n = (*n).max(e.body.seq + 1);
+        }
+        next.into_iter()
+            .map(|(writer, next)| LogFrontier { writer, next })
+            .collect()
+    }
+
+    /// If this node is the sequencer in force, proposes the next checkpoint with every
+    /// known entry not yet included (up to the limit) at `time` (raised to the previous
+    /// checkpoint's time if lower). Returns the messages to broadcast.
+    pub fn propose(&mut self, time: u64) -> Result<Vec<Message>, LedgerError> {
+        if self.divergence.is_some() {
+            return Ok(Vec::new());
+        }
+        let Some(keypair) = self.keypair.clone() else {
+            return Ok(Vec::new());
+        };
+        let indexers = self.latest_indexers()?;
+        if indexers.first() != Some(&keypair.public()) {
+            return Ok(Vec::new());
+        }
+        let entries = self.candidates(self.limits.max_entries_per_checkpoint)?;
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (prev, prev_time, position) = match self.pending.last() {
+            Some(p) => (p.hash, p.checkpoint.body.time, p.position),
+            None => (
+                self.final_info.hash,
+                self.final_info.time,
+                self.final_info.position,
+            ),
+        };
+        let height = self.latest_height() + 1;
+        let time = time.max(prev_time);
+        let refs: Vec<&LogEntry> = entries.iter().collect();
+        let read = self.store.read()?;
+        let applied = self.apply(
+            &read,
+            self.pending.last().map(|p| &p.diff),
+            &refs,
+            height,
+            time,
+            position,
+        )?;
+        drop(read);
+        let body = CheckpointBody {
+            version: FORMAT_VERSION,
+            height,
+            prev,
+            time,
+            frontier: self.frontier_after(&entries),
+            state_root: applied.root,
+            receipts_root: merkle::root(&applied.receipts),
+            sequencer: keypair.public(),
+        };
+        let checkpoint = Checkpoint::sign(&keypair, &self.network, body);
+        self.accept_pending(checkpoint.clone(), applied, indexers)?;
+        let mut out = vec![Message::Checkpoint(checkpoint)];
+        out.extend(self.advance()?);
+        Ok(out)
+    }
+
+    fn accept_pending(
+        &mut self,
+        checkpoint: Checkpoint,
+        applied: Applied,
+        indexers: Vec<PublicKey>,
+    ) -> Result<(), LedgerError> {
+        let hash = checkpoint.hash(&self.network);
+        let mut batch = self.store.write()?;
+        batch.put(
+            &self.tables.checkpoints,
+            &checkpoint.body.height,
+            &checkpoint,
+        )?;
+        batch.commit()?;
+        let mut acks = BTreeSet::new();
+        acks.insert(checkpoint.body.sequencer);
+        self.pending.push(Pending {
+            hash,
+            diff: applied.diff,
+            receipts: applied.receipts,
+            position: applied.position,
+            skipped: applied.skipped,
+            indexers,
+            acks,
+            indexers_after: applied.indexers_after,
+            checkpoint,
+        });
+        self.unconfirmed = None;
+        Ok(())
+    }
+
+    fn receive_checkpoint(&mut self, checkpoint: Checkpoint) -> Result<Vec<Message>, LedgerError> {
+        checkpoint.verify(&self.network)?;
+        let height = checkpoint.body.height;
+        if height <= self.latest_height() {
+            return Ok(Vec::new());
+        }
+        if self.unverified.len() >= 1_000 && !self.unverified.contains_key(&height) {
+            return Ok(Vec::new());
+        }
+        self.unverified.insert(height, checkpoint);
+        self.advance()
+    }
+
+    fn receive_ack(&mut self, ack: Ack) -> Result<Vec<Message>, LedgerError> {
+        ack.verify(&self.network)?;
+        let height = ack.body.height;
+        if height <= self.final_info.height {
+            return Ok(Vec::new());
+        }
+        let acks = self.early_acks.entry(height).or_default();
+        if acks.iter().any(|a| a == &ack) || acks.len() >= 256 {
+            return Ok(Vec::new());
+        }
+        acks.push(ack.clone());
+        let mut out = vec![Message::Ack(ack)];
+        out.extend(self.advance()?);
+        Ok(out)
+    }
+
+    /// Verifies whatever checkpoints can be verified, records acks, finalises in order.
+    fn advance(&mut self) -> Result<Vec<Message>, LedgerError> {
+        let mut out = Vec::new();
+        // Verify the next checkpoints in height order.
+        while self.divergence.is_none() {
+            let next = self.latest_height() + 1;
+            let Some(checkpoint) = self.unverified.get(&next).cloned() else {
+                break;
+            };
+            match self.verify_next(&checkpoint)? {
+                Verification::Accepted(messages) => {
+                    self.unverified.remove(&next);
+                    out.extend(messages);
+                }
+                Verification::Missing(messages) => {
+                    out.extend(messages);
+                    break;
+                }
+                Verification::Refused => {
+                    self.unverified.remove(&next);
+                }
+            }
+        }
+        if let Some(&first) = self.unverified.keys().next()
+            && first > self.latest_height() + 1
+        {
+            out.push(Message::WantCheckpoints {
+                from: self.latest_height() + 1,
+            });
+        }
+        // Count acks, then finalise from the bottom.
+        for pending in &mut self.pending {
+            if let Some(acks) = self.early_acks.get(&pending.checkpoint.body.height) {
+                for ack in acks {
+                    if ack.body.checkpoint == pending.hash
+                        && ack.body.state_root == pending.checkpoint.body.state_root
+                        && pending.indexers.contains(&ack.body.indexer)
+                    {
+                        pending.acks.insert(ack.body.indexer);
+                    }
+                }
+            }
+        }
+        while self
+            .pending
+            .first()
+            .is_some_and(|p| p.acks.len() >= quorum(p.indexers.len()))
+        {
+            self.finalise_first()?;
+        }
+        Ok(out)
+    }
+
+    fn verify_next(&mut self, checkpoint: &Checkpoint) -> Result<Verification, LedgerError> {
+        let body = &checkpoint.body;
+        let (prev, prev_time, position) = match self.pending.last() {
+            Some(p) => (p.hash, p.checkpoint.body.time, p.position),
+            None => (
+                self.final_info.hash,
+                self.final_info.time,
+                self.final_info.position,
+            ),
+        };
+        let indexers = self.latest_indexers()?;
+        let refuse = |why: String| {
+            tracing::warn!(height = body.height, "refusing checkpoint: {why}");
+            Ok(Verification::Refused)
+        };
+        if body.prev != prev {
+            return refuse("it does not follow the previous checkpoint".into());
+        }
+        if indexers.first() != Some(&body.sequencer) {
+            return refuse(format!("{} is not the sequencer in force", body.sequencer));
+        }
+        if body.time < prev_time {
+            return refuse("its time is before the previous checkpoint's".into());
+        }
+        // The frontier may only grow, and every included entry must be here.
+        let mut entries = Vec::new();
+        let mut missing = Vec::new();
+        let previous: BTreeMap<PublicKey, u64> = self
+            .latest_frontier()
+            .iter()
+            .map(|f| (f.writer, f.next))
+            .collect();
+        for (writer, next) in &previous {
+            if body.next_seq(writer) < *next {
+                return refuse(format!("the frontier of {writer} moves backwards"));
+            }
+        }
+        let read = self.store.read()?;
+        for f in &body.frontier {
+            let from = previous.get(&f.writer).copied().unwrap_or(0);
+            let have = self.heads.get(&f.writer).map_or(0, |h| h.next);
+            if have < f.next {
+                missing.push(Message::WantEntries {
+                    writer: f.writer,
+                    from: have,
+                });
+                continue;
+            }
+            for seq in from..f.next {
+                match read.get(&self.tables.entries, &entry_key(&f.writer, seq))? {
+                    Some(e) => entries.push(e),
+                    None => missing.push(Message::WantEntries {
+                        writer: f.writer,
+                        from: seq,
+                    }),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            return Ok(Verification::Missing(missing));
+        }
+        if entries.is_empty() {
+            return refuse("it includes no entries".into());
+        }
+        if entries.len() > self.limits.max_entries_per_checkpoint {
+            return refuse("it includes too many entries".into());
+        }
+        let refs: Vec<EntryRef> = entries.iter().map(|e| e.reference(&self.network)).collect();
+        let ordered = match order::order(&entries, &refs, |h| {
+            previous.get(&h.writer).is_some_and(|&n| n > h.seq)
+        }) {
+            Ok(o) => o,
+            Err(e) => return refuse(e.to_string()),
+        };
+        let applied = self.apply(
+            &read,
+            self.pending.last().map(|p| &p.diff),
+            &ordered,
+            body.height,
+            body.time,
+            position,
+        )?;
+        drop(read);
+        let receipts_root = merkle::root(&applied.receipts);
+        if applied.root != body.state_root || receipts_root != body.receipts_root {
+            let divergence = Divergence {
+                height: body.height,
+                expected: body.state_root,
+                computed: applied.root,
+            };
+            tracing::error!(
+                network = %self.network,
+                height = body.height,
+                expected = %body.state_root,
+                computed = %applied.root,
+                receipts_match = (receipts_root == body.receipts_root),
+                "DIVERGENCE: this node computes another state for a checkpoint; refusing to ack"
+            );
+            self.divergence = Some(divergence);
+            return Ok(Verification::Refused);
+        }
+        let mut messages = Vec::new();
+        if let Some(keypair) = &self.keypair
+            && keypair.public() != body.sequencer
+            && indexers.contains(&keypair.public())
+        {
+            let ack = Ack::sign(keypair, &self.network, checkpoint);
+            let mut batch = self.store.write()?;
+            batch.put(
+                &self.tables.acks,
+                &height_key(body.height, keypair.public().as_bytes()),
+                &ack,
+            )?;
+            batch.commit()?;
+            self.early_acks
+                .entry(body.height)
+                .or_default()
+                .push(ack.clone());
+            messages.push(Message::Ack(ack));
+        }
+        self.accept_pending(checkpoint.clone(), applied, indexers)?;
+        Ok(Verification::Accepted(messages))
+    }
+
+    /// Writes the lowest pending checkpoint's state, receipts and record in one transaction.
+    fn finalise_first(&mut self) -> Result<(), LedgerError> {
+        let pending = self.pending.remove(0);
+        let body = &pending.checkpoint.body;
+        let mut batch = self.store.write()?;
+        for (key, value) in &pending.diff {
+            match value {
+                Some(value) => {
+                    batch.state_put(key, value)?;
+                }
+                None => {
+                    batch.state_delete(key)?;
+                }
+            }
+        }
+        let root = batch.state_root()?;
+        if root != body.state_root {
+            // The overlay and the store disagree: a bug, not a network event.
+            return Err(LedgerError::Invalid(format!(
+                "finalising checkpoint {} produced root {root}, expected {}",
+                body.height, body.state_root
+            )));
+        }
+        for (index, receipt) in pending.receipts.iter().enumerate() {
+            batch.put(
+                &self.tables.receipts,
+                &height_key(body.height, &(index as u32).to_be_bytes()),
+                &serde_bytes::ByteBuf::from(receipt.clone()),
+            )?;
+        }
+        for ack in self.early_acks.get(&body.height).into_iter().flatten() {
+            batch.put(
+                &self.tables.acks,
+                &height_key(body.height, ack.body.indexer.as_bytes()),
+                ack,
+            )?;
+        }
+        let info = FinalInfo {
+            height: body.height,
+            hash: pending.hash,
+            time: body.time,
+            frontier: body.frontier.clone(),
+            position: pending.position,
+            root,
+            skipped: self.final_info.skipped + pending.skipped,
+        };
+        batch.put(&self.tables.meta, &FINAL_KEY.to_string(), &info)?;
+        batch.commit()?;
+        self.final_info = info;
+        self.early_acks.retain(|h, _| *h > body.height);
+        let read = self.store.read()?;
+        let overlay = Overlay::new(&read)?;
+        self.final_indexers = self.machine.indexers(&overlay)?;
+        drop(read);
+        self.unconfirmed = None;
+        tracing::debug!(height = body.height, root = %body.state_root, "checkpoint final");
+        Ok(())
+    }
+
+    fn compute_unconfirmed<R: StoreRead>(&self, read: &R) -> Result<Diff, LedgerError> {
+        let entries = self.candidates(usize::MAX)?;
+        let (height, time, position) = match self.pending.last() {
+            Some(p) => (p.checkpoint.body.height, p.checkpoint.body.time, p.position),
+            None => (
+                self.final_info.height,
+                self.final_info.time,
+                self.final_info.position,
+            ),
+        };
+        let refs: Vec<&LogEntry> = entries.iter().collect();
+        let applied = self.apply(
+            read,
+            self.pending.last().map(|p| &p.diff),
+            &refs,
+            height + 1,
+            time,
+            position,
+        )?;
+        Ok(applied.diff)
+    }
+
+    /// The receipts of a final checkpoint, in order.
+    pub fn receipts(&self, height: u64) -> Result<Vec<Vec<u8>>, LedgerError> {
+        let read = self.store.read()?;
+        Ok(read
+            .scan_prefix(&self.tables.receipts, &height.to_be_bytes(), usize::MAX)?
+            .into_iter()
+            .map(|(_, r)| r.into_vec())
+            .collect())
+    }
+
+    /// A stored checkpoint.
+    pub fn checkpoint(&self, height: u64) -> Result<Option<Checkpoint>, LedgerError> {
+        Ok(self.store.read()?.get(&self.tables.checkpoints, &height)?)
+    }
+}
+
+enum Verification {
+    Accepted(Vec<Message>),
+    Missing(Vec<Message>),
+    Refused,
+}

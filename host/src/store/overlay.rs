@@ -1,0 +1,160 @@
+//! State access for appliers, on disk or in memory.
+//!
+//! [`StateAccess`] is what a state machine applies operations to: reads see earlier writes, and
+//! the root follows every write. A [`WriteBatch`] is the persistent implementation; an
+//! [`Overlay`] keeps its writes in memory over a base it only reads (the confirmed state), for
+//! speculative application: verifying a checkpoint before it is final, or the unconfirmed view.
+
+use std::collections::BTreeMap;
+
+use super::{Lattice, StateRecord, StoreError, StoreRead, WriteBatch};
+use crate::crypto::Hash32;
+
+/// Read and write access to the consensus state, with its root.
+pub trait StateAccess {
+    /// The value of `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Up to `limit` records with `start <= key < end`, in key order.
+    fn range(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<StateRecord>, StoreError>;
+    /// Sets `key` to `value`.
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+    /// Removes `key`.
+    fn delete(&mut self, key: &[u8]) -> Result<(), StoreError>;
+    /// The root of the state as it is now.
+    fn root(&self) -> Result<Hash32, StoreError>;
+}
+
+impl StateAccess for WriteBatch<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.state_get(key)
+    }
+    fn range(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<StateRecord>, StoreError> {
+        self.state_range(start, end, limit)
+    }
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.state_put(key, value).map(|_| ())
+    }
+    fn delete(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        self.state_delete(key).map(|_| ())
+    }
+    fn root(&self) -> Result<Hash32, StoreError> {
+        self.state_root()
+    }
+}
+
+/// The writes of an overlay: key → new value (`None`: deleted).
+pub type Diff = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// In-memory writes over a read-only base, with the root kept up to date.
+pub struct Overlay<'b, R: StoreRead> {
+    base: &'b R,
+    diff: Diff,
+    lattice: Lattice,
+}
+
+impl<'b, R: StoreRead> Overlay<'b, R> {
+    /// An empty overlay over `base`.
+    pub fn new(base: &'b R) -> Result<Self, StoreError> {
+        Ok(Overlay {
+            lattice: base.state_lattice()?,
+            base,
+            diff: Diff::new(),
+        })
+    }
+
+    /// An overlay over `base` that starts with the writes of `diff` (for example the state of
+    /// a pending checkpoint, on which the next one builds).
+    pub fn with_diff(base: &'b R, diff: &Diff) -> Result<Self, StoreError> {
+        let mut overlay = Self::new(base)?;
+        for (key, value) in diff {
+            match value {
+                Some(value) => overlay.put(key, value)?,
+                None => overlay.delete(key)?,
+            }
+        }
+        Ok(overlay)
+    }
+
+    /// The writes so far.
+    pub fn diff(&self) -> &Diff {
+        &self.diff
+    }
+
+    /// Takes the writes.
+    pub fn into_diff(self) -> Diff {
+        self.diff
+    }
+
+    fn set(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
+        let old = self.get(key)?;
+        if old.as_deref() == value {
+            return Ok(());
+        }
+        if let Some(old) = &old {
+            self.lattice.remove(key, old);
+        }
+        if let Some(value) = value {
+            self.lattice.insert(key, value);
+        }
+        self.diff.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+        Ok(())
+    }
+}
+
+impl<R: StoreRead> StateAccess for Overlay<'_, R> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.diff.get(key) {
+            Some(value) => Ok(value.clone()),
+            None => self.base.state_get(key),
+        }
+    }
+
+    fn range(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<StateRecord>, StoreError> {
+        let in_range = |k: &[u8]| k >= start && end.is_none_or(|e| k < e);
+        let hidden = self.diff.keys().filter(|k| in_range(k)).count();
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self
+            .base
+            .state_range(start, end, limit.saturating_add(hidden))?
+            .into_iter()
+            .collect();
+        for (key, value) in self.diff.iter().filter(|(k, _)| in_range(k)) {
+            match value {
+                Some(value) => {
+                    merged.insert(key.clone(), value.clone());
+                }
+                None => {
+                    merged.remove(key);
+                }
+            }
+        }
+        Ok(merged.into_iter().take(limit).collect())
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        super::check_key(key)?;
+        self.set(key, Some(value))
+    }
+
+    fn delete(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        self.set(key, None)
+    }
+
+    fn root(&self) -> Result<Hash32, StoreError> {
+        Ok(self.lattice.root())
+    }
+}
