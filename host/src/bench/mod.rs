@@ -1,6 +1,7 @@
 //! `trac bench <suite>`: measured figures for people (a table) and machines (`--json`).
 
 mod contract;
+mod ledger;
 mod store;
 
 use std::time::{Duration, Instant};
@@ -14,6 +15,8 @@ pub enum Suite {
     Store,
     /// Contract calls: throughput, instantiate+call latency, cold load, fuel overhead.
     Contract,
+    /// The ledger engine: ops from append to final on one node.
+    Ledger,
 }
 
 /// One measured figure.
@@ -137,6 +140,7 @@ pub fn run(suite: Suite) -> anyhow::Result<Report> {
         .spawn(move || match suite {
             Suite::Store => store::run(),
             Suite::Contract => contract::run(),
+            Suite::Ledger => ledger::run(),
         })?
         .join()
         .map_err(|_| anyhow::anyhow!("the benchmark thread panicked"))??;
