@@ -14,6 +14,18 @@ fn node(left: &Hash32, right: &Hash32) -> Hash32 {
     hash_parts(&[&[0x01], left.as_bytes(), right.as_bytes()])
 }
 
+/// The level above `level`.
+fn next_level(level: &[Hash32]) -> Vec<Hash32> {
+    level
+        .chunks(2)
+        .map(|pair| match pair {
+            [l, r] => node(l, r),
+            [one] => *one,
+            _ => unreachable!("chunks of two"),
+        })
+        .collect()
+}
+
 /// The Merkle root of `receipts`, in order.
 pub fn root<R: AsRef<[u8]>>(receipts: &[R]) -> Hash32 {
     let mut level: Vec<Hash32> = receipts.iter().map(|r| leaf(r.as_ref())).collect();
@@ -21,14 +33,7 @@ pub fn root<R: AsRef<[u8]>>(receipts: &[R]) -> Hash32 {
         return Hash32::ZERO;
     }
     while level.len() > 1 {
-        level = level
-            .chunks(2)
-            .map(|pair| match pair {
-                [l, r] => node(l, r),
-                [one] => *one,
-                _ => unreachable!("chunks of two"),
-            })
-            .collect();
+        level = next_level(&level);
     }
     level[0]
 }
@@ -47,14 +52,7 @@ pub fn proof<R: AsRef<[u8]>>(receipts: &[R], index: usize) -> Option<Vec<(Hash32
         if sibling < level.len() {
             path.push((level[sibling], sibling > index));
         }
-        level = level
-            .chunks(2)
-            .map(|pair| match pair {
-                [l, r] => node(l, r),
-                [one] => *one,
-                _ => unreachable!("chunks of two"),
-            })
-            .collect();
+        level = next_level(&level);
         index /= 2;
     }
     Some(path)

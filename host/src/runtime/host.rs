@@ -1,7 +1,6 @@
 //! The host side of the contract world: the per-call state every import works on, and the
 //! imports themselves, each charging fuel from the [`PriceTable`] before it does any work.
 
-use std::collections::BTreeMap;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -12,6 +11,7 @@ use super::bindings::trac::contract::types::{Entry, StateError};
 use super::limits::{Limits, PriceTable};
 use super::{CallContext, Event, ReservedKeys, StateView, StateWrite};
 use crate::crypto::{PublicKey, Signature, hash};
+use crate::store::Diff;
 
 /// What an entry point may do with state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +126,7 @@ pub(crate) struct CallState {
     pub prices: PriceTable,
     pub reserved: Arc<ReservedKeys>,
     /// The call's own writes over the view: `None` is a delete.
-    pub overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    pub overlay: Diff,
     pub write_bytes: u64,
     pub events: Vec<Event>,
     pub event_bytes: u64,
@@ -189,30 +189,13 @@ impl CallState {
 
     /// Records within `[start, end)` as the call sees them (its writes over the view).
     fn scan(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<Entry>, HostTrap> {
-        let in_range = |k: &[u8]| k >= start && end.is_none_or(|e| k < e);
-        // Deleted keys in range can hide base records; fetch that many extra.
-        let hidden = self.overlay.iter().filter(|(k, _)| in_range(k)).count();
-        let base = self
-            .view
-            .get()
-            .range(start, end, limit.saturating_add(hidden))
-            .map_err(|e| HostTrap::Node(e.to_string()))?;
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = base.into_iter().collect();
-        for (k, v) in self.overlay.iter().filter(|(k, _)| in_range(k)) {
-            match v {
-                Some(v) => {
-                    merged.insert(k.clone(), v.clone());
-                }
-                None => {
-                    merged.remove(k);
-                }
-            }
-        }
-        Ok(merged
-            .into_iter()
-            .take(limit)
-            .map(|(key, value)| Entry { key, value })
-            .collect())
+        Ok(
+            crate::store::range_through(self.view.get(), &self.overlay, start, end, limit)
+                .map_err(|e| HostTrap::Node(e.to_string()))?
+                .into_iter()
+                .map(|(key, value)| Entry { key, value })
+                .collect(),
+        )
     }
 }
 

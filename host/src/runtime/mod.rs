@@ -32,7 +32,7 @@ use wasmtime::{Engine, Store, Trap};
 use self::cache::{DiskCache, MemoryCache};
 use self::host::{Access, BorrowedView, CallLimiter, CallState, HostTrap};
 use crate::crypto::{Hash32, PublicKey, hash};
-use crate::store::{StateRecord, StoreError, StoreRead};
+use crate::store::{StateRecord, StoreError};
 
 pub use self::engine::NATIVE_WASM_STACK;
 pub use self::instrument::{InstrumentError, instrument_component, instrument_module};
@@ -58,32 +58,8 @@ pub use self::bindings::trac::contract::types::{
     Invocation, MappedOp, MessageCall, OpKind, TxCall,
 };
 
-/// Read access to the state a call runs against.
-pub trait StateView {
-    /// The value of `key`.
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Up to `limit` records with `start <= key < end`, in key order.
-    fn range(
-        &self,
-        start: &[u8],
-        end: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<StateRecord>, StoreError>;
-}
-
-impl<T: StoreRead> StateView for T {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.state_get(key)
-    }
-    fn range(
-        &self,
-        start: &[u8],
-        end: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<StateRecord>, StoreError> {
-        self.state_range(start, end, limit)
-    }
-}
+/// Read access to the state a call runs against (any store snapshot, batch or overlay).
+pub use crate::store::StateView;
 
 /// A state with no records (for entry points without state access).
 #[derive(Debug, Clone, Copy, Default)]

@@ -33,7 +33,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use lattice::{LANES, LATTICE_BYTES, Lattice};
-pub use overlay::{Diff, Overlay, StateAccess};
+pub use overlay::{Diff, Overlay, StateAccess, StateView, range_through};
 
 use crate::codec::{self, CodecError};
 use crate::crypto::Hash32;

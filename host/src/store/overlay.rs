@@ -10,26 +10,21 @@ use std::collections::BTreeMap;
 use super::{Lattice, StateRecord, StoreError, StoreRead, WriteBatch};
 use crate::crypto::Hash32;
 
-/// Read and write access to the consensus state, with its root.
-pub trait StateAccess {
+/// Read access to the consensus state.
+pub trait StateView {
     /// The value of `key`.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Up to `limit` records with `start <= key < end`, in key order.
+    /// Up to `limit` records with `start <= key < end` (no upper bound when `end` is `None`),
+    /// in key order.
     fn range(
         &self,
         start: &[u8],
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<StateRecord>, StoreError>;
-    /// Sets `key` to `value`.
-    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
-    /// Removes `key`.
-    fn delete(&mut self, key: &[u8]) -> Result<(), StoreError>;
-    /// The root of the state as it is now.
-    fn root(&self) -> Result<Hash32, StoreError>;
 }
 
-impl StateAccess for WriteBatch<'_> {
+impl<T: StoreRead> StateView for T {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.state_get(key)
     }
@@ -41,6 +36,19 @@ impl StateAccess for WriteBatch<'_> {
     ) -> Result<Vec<StateRecord>, StoreError> {
         self.state_range(start, end, limit)
     }
+}
+
+/// Read and write access to the consensus state, with its root.
+pub trait StateAccess: StateView {
+    /// Sets `key` to `value`.
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+    /// Removes `key`.
+    fn delete(&mut self, key: &[u8]) -> Result<(), StoreError>;
+    /// The root of the state as it is now.
+    fn root(&self) -> Result<Hash32, StoreError>;
+}
+
+impl StateAccess for WriteBatch<'_> {
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         self.state_put(key, value).map(|_| ())
     }
@@ -54,6 +62,34 @@ impl StateAccess for WriteBatch<'_> {
 
 /// The writes of an overlay: key → new value (`None`: deleted).
 pub type Diff = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// Up to `limit` records in `[start, end)` of `base` with the writes of `diff` on top.
+pub fn range_through(
+    base: &dyn StateView,
+    diff: &Diff,
+    start: &[u8],
+    end: Option<&[u8]>,
+    limit: usize,
+) -> Result<Vec<StateRecord>, StoreError> {
+    let in_range = |k: &[u8]| k >= start && end.is_none_or(|e| k < e);
+    // Deleted keys in range can hide base records: fetch that many more.
+    let hidden = diff.keys().filter(|k| in_range(k)).count();
+    let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = base
+        .range(start, end, limit.saturating_add(hidden))?
+        .into_iter()
+        .collect();
+    for (key, value) in diff.iter().filter(|(k, _)| in_range(k)) {
+        match value {
+            Some(value) => {
+                merged.insert(key.clone(), value.clone());
+            }
+            None => {
+                merged.remove(key);
+            }
+        }
+    }
+    Ok(merged.into_iter().take(limit).collect())
+}
 
 /// In-memory writes over a read-only base, with the root kept up to date.
 pub struct Overlay<'b, R: StoreRead> {
@@ -111,7 +147,7 @@ impl<'b, R: StoreRead> Overlay<'b, R> {
     }
 }
 
-impl<R: StoreRead> StateAccess for Overlay<'_, R> {
+impl<R: StoreRead> StateView for Overlay<'_, R> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         match self.diff.get(key) {
             Some(value) => Ok(value.clone()),
@@ -125,26 +161,11 @@ impl<R: StoreRead> StateAccess for Overlay<'_, R> {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<StateRecord>, StoreError> {
-        let in_range = |k: &[u8]| k >= start && end.is_none_or(|e| k < e);
-        let hidden = self.diff.keys().filter(|k| in_range(k)).count();
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self
-            .base
-            .state_range(start, end, limit.saturating_add(hidden))?
-            .into_iter()
-            .collect();
-        for (key, value) in self.diff.iter().filter(|(k, _)| in_range(k)) {
-            match value {
-                Some(value) => {
-                    merged.insert(key.clone(), value.clone());
-                }
-                None => {
-                    merged.remove(key);
-                }
-            }
-        }
-        Ok(merged.into_iter().take(limit).collect())
+        range_through(self.base, &self.diff, start, end, limit)
     }
+}
 
+impl<R: StoreRead> StateAccess for Overlay<'_, R> {
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         super::check_key(key)?;
         self.set(key, Some(value))
