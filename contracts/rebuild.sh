@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
-contracts=(intercom registry)
+contracts=(intercom registry probe)
 env_file="contracts/artifacts/toolchain.env"
 mode="${1:---check}"
 

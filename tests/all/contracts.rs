@@ -30,6 +30,10 @@ const REGISTRY: &[u8] = include_bytes!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../contracts/artifacts/registry.wasm"
 ));
+const PROBE: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../contracts/artifacts/probe.wasm"
+));
 
 /// MessagePack nil: "no arguments".
 const NIL: &[u8] = &[0xc0];
@@ -84,6 +88,10 @@ impl<'r> App<'r> {
 
     fn registry() -> App<'static> {
         App::new(&RUNTIME, REGISTRY)
+    }
+
+    fn probe() -> App<'static> {
+        App::new(&RUNTIME, PROBE)
     }
 
     /// The context of the next call: its own position, hash and checkpoint time.
@@ -1430,4 +1438,111 @@ fn registry_commands() {
             .unwrap(),
     );
     assert_eq!(record.owner, bob().to_hex());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The SDK probe (contracts/probe): panics, context, seed and limits from real Rust code
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_panic_is_recorded_with_its_message_and_writes_nothing() {
+    let app = App::probe();
+    let root = app.root();
+    let outcome = app.tx(alice(), "panic", &args(r#"{"message":"the sky fell"}"#));
+    match &outcome.result {
+        Err(CallFailure::Aborted(message)) => {
+            assert!(message.starts_with("the sky fell"), "{message}");
+            assert!(
+                message.contains("src/lib.rs:"),
+                "location included: {message}"
+            );
+            assert!(
+                !message.contains("/work/") && !message.contains("/root/"),
+                "{message}"
+            );
+        }
+        other => panic!("expected Aborted, got {other:?}"),
+    }
+    assert_eq!(app.root(), root);
+    // The runtime is healthy afterwards.
+    assert!(app.tx(alice(), "roll", &args(r#"{"n":6}"#)).result.is_ok());
+}
+
+#[test]
+fn the_contract_sees_the_call_context_and_the_deterministic_seed() {
+    let app = App::probe();
+    let context = app.context(OpKind::Tx, alice());
+    let expected = context.clone();
+    let outcome = app.execute(context, &tx("context", NIL));
+    let seen = ok_json(&outcome);
+    assert_eq!(seen["op_kind"], "OpKind::Tx");
+    assert_eq!(seen["sender"], alice().to_hex());
+    assert_eq!(seen["sender_address"], alice().address());
+    assert_eq!(seen["tx_hash"], expected.tx_hash.to_hex());
+    assert_eq!(seen["validator"], PublicKey([0x33; 32]).to_hex());
+    assert_eq!(seen["position"], expected.log_position);
+    assert_eq!(seen["time"], expected.checkpoint_time);
+    assert_eq!(seen["seed"], expected.seed().to_hex());
+    // As a query the context is the read-only one.
+    let seen = ok_json(&app.query("context", NIL));
+    assert_eq!(seen["op_kind"], "OpKind::Query");
+    assert_eq!(seen["position"], 0);
+}
+
+#[test]
+fn dice_rolls_follow_the_seed_identically() {
+    let a = App::probe();
+    let b = App::probe();
+    let mut rolls = Vec::new();
+    for _ in 0..20 {
+        let ra = ok_json(&a.tx(alice(), "roll", &args(r#"{"n":6}"#)));
+        let rb = ok_json(&b.tx(alice(), "roll", &args(r#"{"n":6}"#)));
+        assert_eq!(ra, rb, "the same context rolls the same value");
+        let v = ra.as_u64().unwrap();
+        assert!((1..=6).contains(&v));
+        rolls.push(v);
+    }
+    assert!(
+        rolls.iter().any(|&v| v != rolls[0]),
+        "the seed varies with the position"
+    );
+    assert_eq!(a.root(), b.root());
+    assert!(!invalid_args(&a.tx(alice(), "roll", &args(r#"{"n":0}"#))).is_empty());
+}
+
+#[test]
+fn limits_reached_from_rust_code_are_recorded_failures() {
+    let app = App::probe();
+    let limits = Limits::default();
+    let within = app.tx(alice(), "fill", &args(r#"{"n":10}"#));
+    assert_eq!(within.writes.len(), 10);
+    let root = app.root();
+    let beyond = app.tx(
+        alice(),
+        "fill",
+        &args(&format!(r#"{{"n":{}}}"#, limits.max_writes_per_call + 1)),
+    );
+    assert!(
+        contract_error(&beyond.result).contains("write limit"),
+        "{:?}",
+        beyond.result
+    );
+    assert_eq!(app.root(), root);
+
+    assert_eq!(
+        ok_json(&app.query("recurse", &args(r#"{"n":50}"#))),
+        json!(50)
+    );
+    assert_eq!(
+        app.query("recurse", &args(r#"{"n":100000}"#)).result,
+        Err(CallFailure::CallDepth)
+    );
+    assert_eq!(
+        ok_json(&app.query("alloc", &args(r#"{"n":1}"#))),
+        json!(1 << 20)
+    );
+    assert_eq!(
+        app.query("alloc", &args(r#"{"n":200}"#)).result,
+        Err(CallFailure::MemoryLimit)
+    );
 }

@@ -373,17 +373,18 @@ fn exec(args: ExecArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Bytes for people: text when printable UTF-8, JSON when MessagePack, else hex.
+/// A key for people: text when printable UTF-8, else hex.
+fn show_key(bytes: &[u8]) -> Json {
+    match std::str::from_utf8(bytes) {
+        Ok(text) if !text.chars().any(char::is_control) => Json::String(text.to_string()),
+        _ => Json::String(format!("0x{}", hex::encode(bytes))),
+    }
+}
+
+/// A value or result for people: JSON when it is one MessagePack value (how contracts encode
+/// results and the SDK stores values), else as a key.
 fn show_bytes(bytes: &[u8]) -> Json {
-    if let Ok(text) = std::str::from_utf8(bytes)
-        && !text.chars().any(char::is_control)
-    {
-        return Json::String(text.to_string());
-    }
-    if let Some(json) = msgpack_to_json(bytes) {
-        return json;
-    }
-    Json::String(format!("0x{}", hex::encode(bytes)))
+    msgpack_to_json(bytes).unwrap_or_else(|| show_key(bytes))
 }
 
 fn entry_name(entry: Entry) -> &'static str {
@@ -410,7 +411,7 @@ fn print_outcome(
         .iter()
         .map(|w| {
             json!({
-                "key": show_bytes(&w.key),
+                "key": show_key(&w.key),
                 "value": w.value.as_deref().map(show_bytes),
             })
         })
