@@ -11,7 +11,7 @@ use super::{
     AppliedOp, FORMAT_VERSION, LedgerError, LedgerLimits, StateMachine, merkle, order, quorum,
 };
 use crate::crypto::{Hash32, Keypair, PublicKey};
-use crate::store::{Diff, Overlay, StateAccess, Store, StoreRead, Table};
+use crate::store::{Diff, Overlay, StateAccess, StateRecord, Store, StoreError, StoreRead, Table};
 
 /// What nodes exchange.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,8 +89,12 @@ struct LogHead {
 struct Pending {
     checkpoint: Checkpoint,
     hash: Hash32,
-    /// State writes relative to the final state (cumulative over earlier pending ones).
+    /// State writes relative to the final state (cumulative over earlier pending ones): the
+    /// union of `writes` of this and every earlier pending checkpoint, rebuilt whenever one
+    /// becomes final.
     diff: Diff,
+    /// The keys this checkpoint's ops wrote, with their values after it.
+    writes: Diff,
     receipts: Vec<Vec<u8>>,
     position: u64,
     skipped: u64,
@@ -105,6 +109,7 @@ struct Pending {
 /// The result of applying a batch of entries on top of some state.
 struct Applied {
     diff: Diff,
+    writes: Diff,
     root: Hash32,
     receipts: Vec<Vec<u8>>,
     position: u64,
@@ -424,6 +429,41 @@ impl<M: StateMachine> Ledger<M> {
         }
     }
 
+    /// What a node sends periodically (and after reconnecting) so that lost messages are
+    /// recovered: a request for the checkpoints (and acks) above the last final one, requests
+    /// for the entries it knows it lacks (gaps before stored out-of-order entries, entries the
+    /// next checkpoint includes), and the tip of every log no checkpoint fully includes yet
+    /// (a peer missing entries of that log stores it or asks for the gap).
+    pub fn sync_requests(&self) -> Result<Vec<Message>, LedgerError> {
+        let mut out = vec![Message::WantCheckpoints {
+            from: self.final_info.height + 1,
+        }];
+        let mut wanted: BTreeSet<PublicKey> = self.orphans.keys().map(|(w, _)| *w).collect();
+        if let Some(next) = self.unverified.get(&(self.latest_height() + 1)) {
+            for f in &next.body.frontier {
+                if self.log_head(&f.writer).0 < f.next {
+                    wanted.insert(f.writer);
+                }
+            }
+        }
+        for writer in wanted {
+            out.push(Message::WantEntries {
+                writer,
+                from: self.log_head(&writer).0,
+            });
+        }
+        let read = self.store.read()?;
+        for (writer, head) in &self.heads {
+            if head.next > self.included_next(writer)
+                && let Some(tip) =
+                    read.get(&self.tables.entries, &entry_key(writer, head.next - 1))?
+            {
+                out.push(Message::Entry(tip));
+            }
+        }
+        Ok(out)
+    }
+
     /// Stores a valid entry (and any orphans it unblocks). Entries of any key are stored:
     /// membership is decided at the entry's position in the order.
     fn receive_entry(&mut self, entry: LogEntry) -> Result<Vec<Message>, LedgerError> {
@@ -485,6 +525,7 @@ impl<M: StateMachine> Ledger<M> {
         };
         let mut receipts = Vec::new();
         let mut skipped = 0;
+        let mut written = BTreeSet::new();
         for entry in entries {
             let body = &entry.body;
             if !self.machine.is_writer(&overlay, &body.writer)? {
@@ -503,16 +544,31 @@ impl<M: StateMachine> Ledger<M> {
                     time,
                     bytes: op,
                 };
-                if let Some(receipt) = self.machine.apply(&mut overlay, &applied)? {
+                let mut state = Recorder {
+                    state: &mut overlay,
+                    written: &mut written,
+                };
+                if let Some(receipt) = self.machine.apply(&mut state, &applied)? {
                     receipts.push(receipt);
                 }
                 position += 1;
             }
         }
         let indexers_after = self.machine.indexers(&overlay)?;
+        let mut writes = Diff::new();
+        for key in written {
+            let value = crate::store::StateView::get(&overlay, &key)?;
+            writes.insert(key, value);
+        }
+        // The diff keeps every key of `base_diff`, even one `Overlay::with_diff` dropped as
+        // equal to the final state: it is applied again once earlier pending checkpoints are
+        // final, and the final state may then differ there.
+        let mut diff = base_diff.cloned().unwrap_or_default();
+        diff.extend(writes.iter().map(|(k, v)| (k.clone(), v.clone())));
         Ok(Applied {
             root: overlay.root()?,
-            diff: overlay.into_diff(),
+            diff,
+            writes,
             receipts,
             position,
             skipped,
@@ -540,8 +596,13 @@ impl<M: StateMachine> Ledger<M> {
                 }
             }
         }
-        // Drop entries whose heads are unknown (and what follows them in their log), until
-        // the set is closed.
+        // Drop entries whose heads are unknown or name a stored entry under another hash (and
+        // what follows them in their log), until the set is closed: `order` refuses both, and
+        // one such entry must not stop every other log from being checkpointed.
+        let hashes: HashMap<(PublicKey, u64), Hash32> = entries
+            .iter()
+            .map(|e| ((e.body.writer, e.body.seq), e.hash(&self.network)))
+            .collect();
         loop {
             let present: BTreeSet<(PublicKey, u64)> = entries
                 .iter()
@@ -550,7 +611,11 @@ impl<M: StateMachine> Ledger<M> {
             let mut cut: BTreeMap<PublicKey, u64> = BTreeMap::new();
             for e in &entries {
                 let missing = e.body.heads.iter().any(|h| {
-                    !present.contains(&(h.writer, h.seq)) && self.included_next(&h.writer) <= h.seq
+                    if present.contains(&(h.writer, h.seq)) {
+                        hashes.get(&(h.writer, h.seq)) != Some(&h.hash)
+                    } else {
+                        self.included_next(&h.writer) <= h.seq
+                    }
                 });
                 if missing {
                     let at = cut.entry(e.body.writer).or_insert(u64::MAX);
@@ -657,6 +722,7 @@ impl<M: StateMachine> Ledger<M> {
         self.pending.push(Pending {
             hash,
             diff: applied.diff,
+            writes: applied.writes,
             receipts: applied.receipts,
             position: applied.position,
             skipped: applied.skipped,
@@ -877,7 +943,8 @@ impl<M: StateMachine> Ledger<M> {
 
     /// Writes the lowest pending checkpoint's state, receipts and record in one transaction.
     fn finalise_first(&mut self) -> Result<(), LedgerError> {
-        let pending = self.pending.remove(0);
+        // Removed only once committed: a failed commit leaves the pending list intact.
+        let pending = &self.pending[0];
         let body = &pending.checkpoint.body;
         let mut batch = self.store.write()?;
         for (key, value) in &pending.diff {
@@ -923,14 +990,22 @@ impl<M: StateMachine> Ledger<M> {
         };
         batch.put(&self.tables.meta, &FINAL_KEY.to_string(), &info)?;
         batch.commit()?;
+        self.pending.remove(0);
+        // The remaining pending states, now relative to the new final state.
+        let mut diff = Diff::new();
+        for pending in &mut self.pending {
+            diff.extend(pending.writes.iter().map(|(k, v)| (k.clone(), v.clone())));
+            pending.diff = diff.clone();
+        }
+        let height = info.height;
         self.final_info = info;
-        self.early_acks.retain(|h, _| *h > body.height);
+        self.early_acks.retain(|h, _| *h > height);
         let read = self.store.read()?;
         let overlay = Overlay::new(&read)?;
         self.final_indexers = self.machine.indexers(&overlay)?;
         drop(read);
         self.unconfirmed = None;
-        tracing::debug!(height = body.height, root = %body.state_root, "checkpoint final");
+        tracing::debug!(height, root = %root, "checkpoint final");
         Ok(())
     }
 
@@ -969,6 +1044,42 @@ impl<M: StateMachine> Ledger<M> {
     /// A stored checkpoint.
     pub fn checkpoint(&self, height: u64) -> Result<Option<Checkpoint>, LedgerError> {
         Ok(self.store.read()?.get(&self.tables.checkpoints, &height)?)
+    }
+}
+
+/// Passes a state machine's reads and writes through, recording the keys it writes.
+struct Recorder<'a, S: StateAccess> {
+    state: &'a mut S,
+    written: &'a mut BTreeSet<Vec<u8>>,
+}
+
+impl<S: StateAccess> crate::store::StateView for Recorder<'_, S> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.state.get(key)
+    }
+    fn range(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<StateRecord>, StoreError> {
+        self.state.range(start, end, limit)
+    }
+}
+
+impl<S: StateAccess> StateAccess for Recorder<'_, S> {
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.state.put(key, value)?;
+        self.written.insert(key.to_vec());
+        Ok(())
+    }
+    fn delete(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        self.state.delete(key)?;
+        self.written.insert(key.to_vec());
+        Ok(())
+    }
+    fn root(&self) -> Result<Hash32, StoreError> {
+        self.state.root()
     }
 }
 
