@@ -129,6 +129,9 @@ struct Tables {
 
 const FINAL_KEY: &str = "final";
 
+/// How far above the latest verified checkpoint acks are kept (the pipeline's depth).
+const MAX_ACKS_AHEAD: u64 = 64;
+
 fn entry_key(writer: &PublicKey, seq: u64) -> Vec<u8> {
     let mut key = writer.0.to_vec();
     key.extend_from_slice(&seq.to_be_bytes());
@@ -751,8 +754,34 @@ impl<M: StateMachine> Ledger<M> {
     fn receive_ack(&mut self, ack: Ack) -> Result<Vec<Message>, LedgerError> {
         ack.verify(&self.network)?;
         let height = ack.body.height;
-        if height <= self.final_info.height {
+        // Only acks that can count are kept and passed on: for a verified checkpoint, from an
+        // indexer of its set and for its hash; ahead of that, from a current indexer and at
+        // most a pipeline's length ahead.
+        if height <= self.final_info.height || height > self.latest_height() + MAX_ACKS_AHEAD {
             return Ok(Vec::new());
+        }
+        match self
+            .pending
+            .iter()
+            .find(|p| p.checkpoint.body.height == height)
+        {
+            Some(p) => {
+                if ack.body.checkpoint != p.hash || !p.indexers.contains(&ack.body.indexer) {
+                    return Ok(Vec::new());
+                }
+                let mut batch = self.store.write()?;
+                batch.put(
+                    &self.tables.acks,
+                    &height_key(height, ack.body.indexer.as_bytes()),
+                    &ack,
+                )?;
+                batch.commit()?;
+            }
+            None => {
+                if !self.latest_indexers()?.contains(&ack.body.indexer) {
+                    return Ok(Vec::new());
+                }
+            }
         }
         let acks = self.early_acks.entry(height).or_default();
         if acks.iter().any(|a| a == &ack) || acks.len() >= 256 {
@@ -972,7 +1001,15 @@ impl<M: StateMachine> Ledger<M> {
                 &serde_bytes::ByteBuf::from(receipt.clone()),
             )?;
         }
-        for ack in self.early_acks.get(&body.height).into_iter().flatten() {
+        let counted = self
+            .early_acks
+            .get(&body.height)
+            .into_iter()
+            .flatten()
+            .filter(|a| {
+                a.body.checkpoint == pending.hash && pending.indexers.contains(&a.body.indexer)
+            });
+        for ack in counted {
             batch.put(
                 &self.tables.acks,
                 &height_key(body.height, ack.body.indexer.as_bytes()),
