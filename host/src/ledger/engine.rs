@@ -967,6 +967,8 @@ impl<M: StateMachine> Ledger<M> {
             messages.push(Message::Ack(ack));
         }
         self.accept_pending(checkpoint.clone(), applied, indexers)?;
+        // Passed on once verified, so nodes the sequencer cannot reach still learn of it.
+        messages.push(Message::Checkpoint(checkpoint.clone()));
         Ok(Verification::Accepted(messages))
     }
 
