@@ -291,6 +291,24 @@ impl<M: StateMachine> Ledger<M> {
         }
     }
 
+    /// The latest verified checkpoint (pending or final).
+    fn tip(&self) -> Tip {
+        match self.pending.last() {
+            Some(p) => Tip {
+                height: p.checkpoint.body.height,
+                hash: p.hash,
+                time: p.checkpoint.body.time,
+                position: p.position,
+            },
+            None => Tip {
+                height: self.final_info.height,
+                hash: self.final_info.hash,
+                time: self.final_info.time,
+                position: self.final_info.position,
+            },
+        }
+    }
+
     fn latest_height(&self) -> u64 {
         self.pending
             .last()
@@ -668,14 +686,12 @@ impl<M: StateMachine> Ledger<M> {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let (prev, prev_time, position) = match self.pending.last() {
-            Some(p) => (p.hash, p.checkpoint.body.time, p.position),
-            None => (
-                self.final_info.hash,
-                self.final_info.time,
-                self.final_info.position,
-            ),
-        };
+        let Tip {
+            hash: prev,
+            time: prev_time,
+            position,
+            ..
+        } = self.tip();
         let height = self.latest_height() + 1;
         let time = time.max(prev_time);
         let refs: Vec<&LogEntry> = entries.iter().collect();
@@ -848,14 +864,12 @@ impl<M: StateMachine> Ledger<M> {
 
     fn verify_next(&mut self, checkpoint: &Checkpoint) -> Result<Verification, LedgerError> {
         let body = &checkpoint.body;
-        let (prev, prev_time, position) = match self.pending.last() {
-            Some(p) => (p.hash, p.checkpoint.body.time, p.position),
-            None => (
-                self.final_info.hash,
-                self.final_info.time,
-                self.final_info.position,
-            ),
-        };
+        let Tip {
+            hash: prev,
+            time: prev_time,
+            position,
+            ..
+        } = self.tip();
         let indexers = self.latest_indexers()?;
         let refuse = |why: String| {
             tracing::warn!(height = body.height, "refusing checkpoint: {why}");
@@ -1050,14 +1064,12 @@ impl<M: StateMachine> Ledger<M> {
 
     fn compute_unconfirmed<R: StoreRead>(&self, read: &R) -> Result<Diff, LedgerError> {
         let entries = self.candidates(usize::MAX)?;
-        let (height, time, position) = match self.pending.last() {
-            Some(p) => (p.checkpoint.body.height, p.checkpoint.body.time, p.position),
-            None => (
-                self.final_info.height,
-                self.final_info.time,
-                self.final_info.position,
-            ),
-        };
+        let Tip {
+            height,
+            time,
+            position,
+            ..
+        } = self.tip();
         let refs: Vec<&LogEntry> = entries.iter().collect();
         let applied = self.apply(
             read,
@@ -1120,6 +1132,14 @@ impl<S: StateAccess> StateAccess for Recorder<'_, S> {
     fn root(&self) -> Result<Hash32, StoreError> {
         self.state.root()
     }
+}
+
+/// The latest verified checkpoint: what the next one builds on.
+struct Tip {
+    height: u64,
+    hash: Hash32,
+    time: u64,
+    position: u64,
 }
 
 enum Verification {
