@@ -267,6 +267,7 @@ fn protocol_document_vectors_match_the_code() {
                     frontier: vec![LogFrontier {
                         writer: PublicKey(arr::<32>(v, "frontier-writer")),
                         next: field(v, "frontier-next").parse().expect("number"),
+                        last: Hash32(arr::<32>(v, "frontier-last")),
                     }],
                     state_root: Hash32(arr::<32>(v, "state-root")),
                     receipts_root: Hash32(arr::<32>(v, "receipts-root")),

@@ -1180,3 +1180,87 @@ fn soak() {
     }
     assert!(failed.is_empty(), "failing seeds: {failed:?}");
 }
+
+#[test]
+fn a_writer_that_forks_its_log_does_not_split_honest_nodes() {
+    let (admin, b, w) = (key(1), key(2), key(5));
+    let mut a = node(&admin, &admin);
+    let mut bn = node(&b, &admin);
+    // The admin admits w; both nodes finalise that.
+    let admit = a
+        .ledger
+        .append(vec![TestOp::AddWriter(w.public()).encode()])
+        .unwrap();
+    let mut out = vec![Message::Entry(admit)];
+    out.extend(a.ledger.propose(1).unwrap());
+    bn.feed(&out);
+    assert_eq!(bn.final_height(), 1);
+
+    // w signs two different first entries and shows one to each node.
+    let one = LogEntry::sign(
+        &w,
+        &NETWORK,
+        0,
+        Hash32::ZERO,
+        vec![],
+        vec![put("fork", "one")],
+    );
+    let two = LogEntry::sign(
+        &w,
+        &NETWORK,
+        0,
+        Hash32::ZERO,
+        vec![],
+        vec![put("fork", "two")],
+    );
+    a.feed(&[Message::Entry(one.clone())]);
+    bn.feed(&[Message::Entry(two.clone())]);
+    let checkpoint = a.ledger.propose(2).unwrap();
+    assert_eq!(a.final_height(), 2);
+
+    // b holds the other branch: instead of computing another state it asks for the named one.
+    let asked = bn.feed(&checkpoint);
+    assert!(
+        bn.ledger.status().divergence.is_none(),
+        "no false divergence"
+    );
+    assert_eq!(bn.final_height(), 1);
+    assert!(
+        asked
+            .iter()
+            .any(|m| matches!(m, Message::WantEntries { from: 0, .. })),
+        "{asked:?}"
+    );
+    // a answers; b keeps the conflicting entry aside (it is still a fork to b), then adopts it.
+    let answer = a
+        .ledger
+        .handle(Message::WantEntries {
+            writer: w.public(),
+            from: 0,
+        })
+        .unwrap();
+    for m in answer {
+        assert!(
+            bn.ledger.handle(m).is_err(),
+            "the other branch is a fork to b"
+        );
+    }
+    bn.feed(&checkpoint);
+    assert_eq!(bn.final_height(), 2);
+    assert_eq!(bn.ledger.status().final_root, a.ledger.status().final_root);
+    assert_eq!(bn.get(true, "app/fork"), Some(b"one".to_vec()));
+    assert_eq!(bn.ledger.entry(&w.public(), 0).unwrap(), Some(one));
+
+    // A node never adopts another branch of its own log.
+    let mut wn = node(&w, &admin);
+    wn.feed(&out);
+    wn.ledger.handle(Message::Entry(two)).unwrap();
+    let own = wn.ledger.append(vec![put("x", "1")]).unwrap();
+    let _ = own;
+    wn.feed(&checkpoint);
+    assert_eq!(
+        wn.final_height(),
+        1,
+        "the checkpoint naming another branch of its own log is refused"
+    );
+}

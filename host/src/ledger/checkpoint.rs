@@ -6,13 +6,16 @@ use super::{FORMAT_VERSION, LedgerError};
 use crate::codec;
 use crate::crypto::{Domain, DomainKind, Hash32, Keypair, PublicKey, Signature, verify_hash};
 
-/// How far one writer's log is included: entries with `seq < next` are in.
+/// How far one writer's log is included: entries with `seq < next` are in, and the last of them
+/// has hash `last` (which pins the branch if the writer ever signed two entries at one `seq`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct LogFrontier {
     /// The writer.
     pub writer: PublicKey,
     /// The first sequence number not yet included.
     pub next: u64,
+    /// Hash of the entry at `next - 1`.
+    pub last: Hash32,
 }
 
 /// The signed part of a checkpoint.

@@ -129,6 +129,9 @@ struct Tables {
 
 const FINAL_KEY: &str = "final";
 
+/// Most conflicting entries kept for possible adoption.
+const MAX_FORK_ENTRIES: usize = 1_000;
+
 /// How far above the latest verified checkpoint acks are kept (the pipeline's depth).
 const MAX_ACKS_AHEAD: u64 = 64;
 
@@ -156,6 +159,9 @@ pub struct Ledger<M: StateMachine> {
     final_indexers: Vec<PublicKey>,
     heads: BTreeMap<PublicKey, LogHead>,
     orphans: HashMap<(PublicKey, u64), LogEntry>,
+    /// Validly signed entries that conflict with a stored, not yet checkpointed entry at the
+    /// same place: kept in case a checkpoint includes that branch of the writer's log.
+    forks: HashMap<(PublicKey, u64), LogEntry>,
     pending: Vec<Pending>,
     unverified: BTreeMap<u64, Checkpoint>,
     early_acks: BTreeMap<u64, Vec<Ack>>,
@@ -232,6 +238,7 @@ impl<M: StateMachine> Ledger<M> {
             final_indexers,
             heads,
             orphans: HashMap::new(),
+            forks: HashMap::new(),
             pending: Vec::new(),
             unverified: BTreeMap::new(),
             early_acks: BTreeMap::new(),
@@ -496,6 +503,9 @@ impl<M: StateMachine> Ledger<M> {
             // Known already (a duplicate) — or a fork of a signed log, which is refused.
             let stored = self.entry(&writer, seq)?;
             if stored.is_some_and(|s| s != entry) {
+                if seq >= self.included_next(&writer) && self.forks.len() < MAX_FORK_ENTRIES {
+                    self.forks.insert((writer, seq), entry);
+                }
                 return Err(LedgerError::Invalid(format!(
                     "writer {writer} signed two different entries at {seq}"
                 )));
@@ -654,17 +664,19 @@ impl<M: StateMachine> Ledger<M> {
     }
 
     fn frontier_after(&self, entries: &[LogEntry]) -> Vec<LogFrontier> {
-        let mut next: BTreeMap<PublicKey, u64> = self
+        let mut next: BTreeMap<PublicKey, (u64, Hash32)> = self
             .latest_frontier()
             .iter()
-            .map(|f| (f.writer, f.next))
+            .map(|f| (f.writer, (f.next, f.last)))
             .collect();
         for e in entries {
-            let n = next.entry(e.body.writer).or_insert(0);
-            *n = (*n).max(e.body.seq + 1);
+            let n = next.entry(e.body.writer).or_insert((0, Hash32::ZERO));
+            if e.body.seq + 1 > n.0 {
+                *n = (e.body.seq + 1, e.hash(&self.network));
+            }
         }
         next.into_iter()
-            .map(|(writer, next)| LogFrontier { writer, next })
+            .map(|(writer, (next, last))| LogFrontier { writer, next, last })
             .collect()
     }
 
@@ -887,15 +899,52 @@ impl<M: StateMachine> Ledger<M> {
         // The frontier may only grow, and every included entry must be here.
         let mut entries = Vec::new();
         let mut missing = Vec::new();
-        let previous: BTreeMap<PublicKey, u64> = self
+        let previous_tips: BTreeMap<PublicKey, (u64, Hash32)> = self
             .latest_frontier()
             .iter()
-            .map(|f| (f.writer, f.next))
+            .map(|f| (f.writer, (f.next, f.last)))
             .collect();
+        let previous: BTreeMap<PublicKey, u64> =
+            previous_tips.iter().map(|(w, (n, _))| (*w, *n)).collect();
         for (writer, next) in &previous {
             if body.next_seq(writer) < *next {
                 return refuse(format!("the frontier of {writer} moves backwards"));
             }
+        }
+        // Each log's included tip must be the entry this node holds; if the writer signed
+        // another branch, adopt the branch the checkpoint names.
+        for f in &body.frontier {
+            let (from, from_last) = previous_tips
+                .get(&f.writer)
+                .copied()
+                .unwrap_or((0, Hash32::ZERO));
+            if f.next == from {
+                if f.last != from_last {
+                    return refuse(format!(
+                        "the frontier of {} changes without new entries",
+                        f.writer
+                    ));
+                }
+                continue;
+            }
+            if self.log_head(&f.writer).0 < f.next {
+                continue; // Missing entries are asked for below.
+            }
+            let local = self
+                .entry(&f.writer, f.next - 1)?
+                .map(|e| e.hash(&self.network));
+            if local != Some(f.last) {
+                match self.adopt_branch(f, from)? {
+                    Adoption::Adopted => {}
+                    Adoption::Missing { writer, from } => {
+                        missing.push(Message::WantEntries { writer, from })
+                    }
+                    Adoption::Refused(why) => return refuse(why),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            return Ok(Verification::Missing(missing));
         }
         let read = self.store.read()?;
         for f in &body.frontier {
@@ -984,6 +1033,78 @@ impl<M: StateMachine> Ledger<M> {
         // Passed on once verified, so nodes the sequencer cannot reach still learn of it.
         messages.push(Message::Checkpoint(checkpoint.clone()));
         Ok(Verification::Accepted(messages))
+    }
+
+    /// Replaces this node's not yet checkpointed entries of `frontier.writer` by the branch the
+    /// checkpoint names (the writer signed two branches), once every entry of that branch is
+    /// known; asks for what is missing otherwise.
+    fn adopt_branch(
+        &mut self,
+        frontier: &LogFrontier,
+        checkpointed: u64,
+    ) -> Result<Adoption, LedgerError> {
+        let writer = frontier.writer;
+        if self.keypair.as_ref().is_some_and(|k| k.public() == writer) {
+            return Ok(Adoption::Refused(
+                "it names a branch of this node's own log that this node never signed".into(),
+            ));
+        }
+        // Walk the named branch down until it meets the stored log.
+        let mut branch = Vec::new();
+        let mut seq = frontier.next - 1;
+        let mut hash = frontier.last;
+        loop {
+            if seq < checkpointed {
+                return Ok(Adoption::Refused(format!(
+                    "the branch of {writer} it names does not join the checkpointed log"
+                )));
+            }
+            let stored = self.entry(&writer, seq)?.map(|e| e.hash(&self.network));
+            if stored == Some(hash) {
+                break;
+            }
+            let Some(candidate) = self
+                .forks
+                .get(&(writer, seq))
+                .filter(|c| c.hash(&self.network) == hash)
+                .cloned()
+            else {
+                return Ok(Adoption::Missing { writer, from: seq });
+            };
+            hash = candidate.body.prev;
+            branch.push(candidate);
+            if seq == 0 {
+                break;
+            }
+            seq -= 1;
+        }
+        branch.reverse();
+        let first = branch.first().map_or(frontier.next, |e| e.body.seq);
+        let (head_next, _) = self.log_head(&writer);
+        tracing::warn!(
+            %writer,
+            seq = first,
+            "writer signed two branches of its log: adopting the one the checkpoint names"
+        );
+        let mut batch = self.store.write()?;
+        for seq in first..head_next {
+            batch.delete(&self.tables.entries, &entry_key(&writer, seq))?;
+        }
+        let prev = branch.first().map_or(hash, |e| e.body.prev);
+        let head = LogHead {
+            next: first,
+            last: prev,
+        };
+        batch.put(&self.tables.logs, &writer.0.to_vec(), &head)?;
+        batch.commit()?;
+        self.entry_count -= head_next - first;
+        self.heads.insert(writer, head);
+        self.orphans.retain(|(w, _), _| *w != writer);
+        for entry in &branch {
+            self.forks.remove(&(writer, entry.body.seq));
+            self.store_entry(entry)?;
+        }
+        Ok(Adoption::Adopted)
     }
 
     /// Writes the lowest pending checkpoint's state, receipts and record in one transaction.
@@ -1132,6 +1253,17 @@ impl<S: StateAccess> StateAccess for Recorder<'_, S> {
     fn root(&self) -> Result<Hash32, StoreError> {
         self.state.root()
     }
+}
+
+/// The outcome of adopting a writer's other branch.
+enum Adoption {
+    Adopted,
+    /// The named branch needs the entries of `writer` from `from` on.
+    Missing {
+        writer: PublicKey,
+        from: u64,
+    },
+    Refused(String),
 }
 
 /// The latest verified checkpoint: what the next one builds on.
