@@ -858,19 +858,20 @@ fn initial_memory_above_the_limit_is_refused_at_validation() {
 }
 
 #[test]
-fn data_segment_outside_memory_is_a_recorded_trap() {
-    let rt = runtime();
+fn data_segment_outside_memory_is_refused_at_validation() {
+    // Every instantiation of such a component would trap, so it is refused up front.
     let component = WatContract::new()
         .extra("(data (i32.const 65535) \"xy\")")
         .build();
-    let contract = load(&rt, &component, &Limits::default());
-    let outcome = execute(&rt, &contract, &EmptyView, "f", b"");
-    assert!(
-        matches!(&outcome.result, Err(CallFailure::Trap(m)) if m.contains("out of bounds")),
-        "{outcome:?}"
-    );
-    let describe = rt.describe(&contract).unwrap();
-    assert!(matches!(describe.result, Err(CallFailure::Trap(_))));
+    match validate_component(&component, &Limits::default()) {
+        Err(ValidationError::Invalid(m)) => assert!(m.contains("data segment"), "{m}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Exactly at the end of memory is fine.
+    let fits = WatContract::new()
+        .extra("(data (i32.const 65534) \"xy\")")
+        .build();
+    assert!(validate_component(&fits, &Limits::default()).is_ok());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -194,6 +194,8 @@ pub fn validate_component(
     let mut globals = 0u32;
     let mut body_index = 0u32;
     let mut instances = 0u64;
+    // Initial bytes of the current module's memory 0 (defined or imported), if known.
+    let mut memory0: Option<u64> = None;
     for payload in Parser::new(0).parse_all(bytes) {
         let payload = payload.map_err(|e| ValidationError::Invalid(e.to_string()))?;
         match payload {
@@ -209,6 +211,7 @@ pub fn validate_component(
                     imported_funcs = 0;
                     globals = 0;
                     body_index = 0;
+                    memory0 = None;
                 }
                 stack.push(encoding);
             }
@@ -248,6 +251,11 @@ pub fn validate_component(
                     if matches!(import.ty, TypeRef::Global(_)) {
                         globals += 1;
                     }
+                    if let TypeRef::Memory(memory) = import.ty
+                        && memory0.is_none()
+                    {
+                        memory0 = Some(memory.initial.saturating_mul(65_536));
+                    }
                 }
             }
             Payload::FunctionSection(reader) => {
@@ -272,6 +280,7 @@ pub fn validate_component(
                     let memory = memory.map_err(|e| ValidationError::Invalid(e.to_string()))?;
                     let initial = memory.initial.saturating_mul(65_536);
                     report.max_initial_memory = report.max_initial_memory.max(initial);
+                    memory0.get_or_insert(initial);
                     too_many(
                         format!("initial memory bytes of core module {module_index}"),
                         initial,
@@ -287,6 +296,33 @@ pub fn validate_component(
                         table.ty.initial,
                         limits.max_table_elements.into(),
                     )?;
+                }
+            }
+            Payload::DataSection(reader) => {
+                for data in reader {
+                    let data = data.map_err(|e| ValidationError::Invalid(e.to_string()))?;
+                    let wasmparser::DataKind::Active {
+                        memory_index: 0,
+                        offset_expr,
+                    } = &data.kind
+                    else {
+                        continue;
+                    };
+                    // Only constant offsets can be checked here; an offset read from an
+                    // imported global is checked by instantiation (a recorded trap).
+                    let mut ops = offset_expr.get_operators_reader();
+                    let offset = match ops.read() {
+                        Ok(Operator::I32Const { value }) => u64::from(value as u32),
+                        _ => continue,
+                    };
+                    let end = offset.saturating_add(data.data.len() as u64);
+                    if let Some(size) = memory0
+                        && end > size
+                    {
+                        return Err(ValidationError::Invalid(format!(
+                            "core module {module_index}: a data segment ends at byte {end}, beyond the initial memory of {size} bytes (every instantiation would trap)"
+                        )));
+                    }
                 }
             }
             Payload::CodeSectionEntry(body) => {
