@@ -984,7 +984,16 @@ fn a_divergent_indexer_raises_the_alarm_and_does_not_ack() {
     b.feed(&m3);
     assert!(acks(&c.feed(&m3)).is_empty());
     assert_eq!(c.final_height(), 1);
-    assert_eq!(c.ledger.status().divergence, Some(alarm));
+    assert_eq!(c.ledger.status().divergence, Some(alarm.clone()));
+    // The alarm survives a restart.
+    let Node { _dir: dir, ledger } = c;
+    drop(ledger);
+    let broken = TestMachine {
+        admin: ka.public(),
+        diverge: true,
+    };
+    let reopened = open_ledger(dir.path(), Some(&kc), broken, LedgerLimits::default());
+    assert_eq!(reopened.status().divergence, Some(alarm));
 }
 
 // ---------------------------------------------------------------------------------------------

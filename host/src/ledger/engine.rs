@@ -37,7 +37,7 @@ pub enum Message {
 }
 
 /// A checkpoint whose recomputed root differs from the one it carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Divergence {
     /// Its height.
     pub height: u64,
@@ -125,9 +125,11 @@ struct Tables {
     acks: Table<Vec<u8>, Ack>,
     receipts: Table<Vec<u8>, serde_bytes::ByteBuf>,
     meta: Table<String, FinalInfo>,
+    alarm: Table<String, Divergence>,
 }
 
 const FINAL_KEY: &str = "final";
+const ALARM_KEY: &str = "divergence";
 
 /// Most conflicting entries kept for possible adoption.
 const MAX_FORK_ENTRIES: usize = 1_000;
@@ -187,8 +189,11 @@ impl<M: StateMachine> Ledger<M> {
             acks: store.table("ledger.acks")?,
             receipts: store.table("ledger.receipts")?,
             meta: store.table("ledger.meta")?,
+            alarm: store.table("ledger.alarm")?,
         };
         let existing = store.read()?.get(&tables.meta, &FINAL_KEY.to_string())?;
+        // A divergence stays raised across restarts until an operator deals with it.
+        let divergence = store.read()?.get(&tables.alarm, &ALARM_KEY.to_string())?;
         let final_info = match existing {
             Some(info) => info,
             None => {
@@ -242,7 +247,7 @@ impl<M: StateMachine> Ledger<M> {
             pending: Vec::new(),
             unverified: BTreeMap::new(),
             early_acks: BTreeMap::new(),
-            divergence: None,
+            divergence,
             unconfirmed: None,
             entry_count,
         };
@@ -1007,6 +1012,9 @@ impl<M: StateMachine> Ledger<M> {
                 receipts_match = (receipts_root == body.receipts_root),
                 "DIVERGENCE: this node computes another state for a checkpoint; refusing to ack"
             );
+            let mut batch = self.store.write()?;
+            batch.put(&self.tables.alarm, &ALARM_KEY.to_string(), &divergence)?;
+            batch.commit()?;
             self.divergence = Some(divergence);
             return Ok(Verification::Refused);
         }
