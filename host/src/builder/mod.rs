@@ -27,6 +27,8 @@ const DEBIAN_STD_SOURCE: &str = "/usr/lib/rustlib/src/rust/library";
 /// The fixed path the Debian route builds through (a symbolic link to the repository).
 const BUILD_ROOT: &str = "/tmp/trac-build-root";
 const BUILD_ROOT_LOCK: &str = "/tmp/trac-build-root.lock";
+/// Stack size of a contract, in bytes of its linear memory.
+const GUEST_STACK_BYTES: u32 = 256 << 10;
 
 /// Which route to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -264,18 +266,19 @@ pub fn build(
             // Map machine paths to fixed ones (the last matching rule wins). Stable cargo
             // hashes these flags, and the crate's own path, into symbol names, so this route
             // gives readable but not byte-reproducible output.
-            let mut remaps = Vec::new();
+            let mut flags = Vec::new();
             if let Some(home) = cargo_home().and_then(|h| h.canonicalize().ok()) {
-                remaps.push(format!("--remap-path-prefix={}=/cargo", home.display()));
+                flags.push(format!("--remap-path-prefix={}=/cargo", home.display()));
             }
             if let Some(root) = git_root(&crate_dir) {
-                remaps.push(format!("--remap-path-prefix={}=/src", root.display()));
+                flags.push(format!("--remap-path-prefix={}=/src", root.display()));
             }
+            flags.push(format!("-Clink-arg=-zstack-size={GUEST_STACK_BYTES}"));
             cmd = Command::new(cargo);
             cmd.args(["build", "--release", "--target", TARGET])
                 .arg("--manifest-path")
                 .arg(crate_dir.join("Cargo.toml"))
-                .env("CARGO_ENCODED_RUSTFLAGS", remaps.join("\x1f"));
+                .env("CARGO_ENCODED_RUSTFLAGS", flags.join("\x1f"));
         }
         Toolchain::Debian { rustc, cargo, lld } => {
             // Byte-reproducible: cargo sees the sources under one fixed path on every machine
@@ -318,6 +321,15 @@ pub fn build(
             .env_remove("CARGO_ENCODED_RUSTFLAGS");
         }
     }
+    // A contract's stack lives in its linear memory, which is reset after every call: 256 KiB
+    // instead of the default 1 MiB keeps that reset cheap (deep recursion is stopped by the
+    // runtime's call-depth limit long before). The rustup route passes it with its flags.
+    cmd.args([
+        "--config",
+        &format!(
+            "target.{TARGET}.rustflags=[\"-C\", \"link-arg=-zstack-size={GUEST_STACK_BYTES}\"]"
+        ),
+    ]);
     cmd.arg("--message-format=json-render-diagnostics")
         .current_dir(&crate_dir)
         .env_remove("RUSTFLAGS")
