@@ -1,5 +1,5 @@
 //! The bundled contract components (`contracts/artifacts`) end to end through the runtime:
-//! Intercom (the reference app, `/work/shared/reference/intercom.md` §2) and the name registry.
+//! Intercom (the reference app: the JavaScript Intercom's contract and protocol) and the name registry.
 //! Every successful call's writes are applied to a real LMDB store and committed, so later calls
 //! see them. Results and state values are MessagePack with field names; they are decoded and
 //! compared exactly.
