@@ -535,11 +535,7 @@ impl Runtime {
         let input = (name.len() + args.iter().map(String::len).sum::<usize>()) as u64;
         self.run(
             contract,
-            view,
-            Access::ReadOnly,
-            &CallContext::read_only(OpKind::Command),
-            Arc::new(ReservedKeys::none()),
-            input,
+            Setup::read_only(view, OpKind::Command, input),
             |c, s| {
                 Ok(c.call_run_command(s, name, args)?
                     .map_err(CallFailure::Contract))
@@ -558,11 +554,7 @@ impl Runtime {
     ) -> Result<CallOutcome<Vec<u8>>, RuntimeError> {
         self.run(
             contract,
-            view,
-            Access::ReadOnly,
-            &CallContext::read_only(OpKind::Query),
-            Arc::new(ReservedKeys::none()),
-            (function.len() + args.len()) as u64,
+            Setup::read_only(view, OpKind::Query, (function.len() + args.len()) as u64),
             |c, s| Ok(c.call_query(s, function, args)?.map_err(failure)),
             |r: &Vec<u8>| r.len() as u64,
         )
@@ -582,11 +574,7 @@ impl Runtime {
         } as u64;
         self.run(
             contract,
-            request.view,
-            Access::ReadWrite,
-            &request.context,
-            request.reserved.clone(),
-            input,
+            Setup::writable(request, input),
             |c, s| Ok(c.call_execute(s, invocation)?.map_err(failure)),
             |r: &Vec<u8>| r.len() as u64,
         )
@@ -601,11 +589,7 @@ impl Runtime {
     ) -> Result<CallOutcome<()>, RuntimeError> {
         self.run(
             contract,
-            request.view,
-            Access::ReadWrite,
-            &request.context,
-            request.reserved.clone(),
-            args.len() as u64,
+            Setup::writable(request, args.len() as u64),
             |c, s| Ok(c.call_init(s, args)?.map_err(failure)),
             |_: &()| 0,
         )
@@ -620,11 +604,7 @@ impl Runtime {
     ) -> Result<CallOutcome<()>, RuntimeError> {
         self.run(
             contract,
-            request.view,
-            Access::ReadWrite,
-            &request.context,
-            request.reserved.clone(),
-            from_version.len() as u64,
+            Setup::writable(request, from_version.len() as u64),
             |c, s| Ok(c.call_migrate(s, from_version)?.map_err(failure)),
             |_: &()| 0,
         )
@@ -640,39 +620,36 @@ impl Runtime {
         ) -> wasmtime::Result<Result<R, CallFailure>>,
         output_bytes: impl Fn(&R) -> u64,
     ) -> Result<CallOutcome<R>, RuntimeError> {
-        self.run(
-            contract,
-            &EmptyState,
-            Access::None,
-            &CallContext::read_only(OpKind::Query),
-            Arc::new(ReservedKeys::none()),
-            input_bytes,
-            call,
-            output_bytes,
-        )
+        let setup = Setup {
+            access: Access::None,
+            ..Setup::read_only(&EmptyState, OpKind::Query, input_bytes)
+        };
+        self.run(contract, setup, call, output_bytes)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn run<R>(
         &self,
         contract: &Contract,
-        view: &dyn StateView,
-        access: Access,
-        context: &CallContext,
-        reserved: Arc<ReservedKeys>,
-        input_bytes: u64,
+        setup: Setup<'_>,
         call: impl FnOnce(
             &bindings::Contract,
             &mut Store<CallState>,
         ) -> wasmtime::Result<Result<R, CallFailure>>,
         output_bytes: impl Fn(&R) -> u64,
     ) -> Result<CallOutcome<R>, RuntimeError> {
+        let Setup {
+            view,
+            access,
+            context,
+            reserved,
+            input_bytes,
+        } = setup;
         let limits = contract.limits;
         let state = CallState {
             // SAFETY: `view` outlives `store`, which is dropped at the end of this function.
             view: unsafe { BorrowedView::new(view) },
             access,
-            context: context.clone(),
+            context,
             limits,
             prices: self.prices,
             reserved,
@@ -746,6 +723,40 @@ impl Runtime {
             events,
             debug: data.debug,
         })
+    }
+}
+
+/// What one call runs against and with.
+struct Setup<'v> {
+    view: &'v dyn StateView,
+    access: Access,
+    context: CallContext,
+    reserved: Arc<ReservedKeys>,
+    /// Bytes of arguments passed in (charged per byte).
+    input_bytes: u64,
+}
+
+impl<'v> Setup<'v> {
+    /// A read-only call with the read-only context of `op_kind`.
+    fn read_only(view: &'v dyn StateView, op_kind: OpKind, input_bytes: u64) -> Self {
+        Setup {
+            view,
+            access: Access::ReadOnly,
+            context: CallContext::read_only(op_kind),
+            reserved: Arc::new(ReservedKeys::none()),
+            input_bytes,
+        }
+    }
+
+    /// A state-changing call of `request`.
+    fn writable(request: &CallRequest<'v>, input_bytes: u64) -> Self {
+        Setup {
+            view: request.view,
+            access: Access::ReadWrite,
+            context: request.context.clone(),
+            reserved: request.reserved.clone(),
+            input_bytes,
+        }
     }
 }
 
