@@ -61,9 +61,9 @@ pub struct Registry {
     pub(crate) commands: Vec<Command>,
 }
 
-/// Decodes one complete MessagePack value into `T`, refusing trailing bytes and, where the
-/// schema of `T` is an object, any top-level shape but a map with text keys (serde would
-/// otherwise also fill a struct from an array or from integer keys).
+/// Decodes one complete MessagePack value into `T`, refusing trailing bytes and, wherever the
+/// JSON Schema of `T` expects an object, any shape but a map with text keys (serde alone would
+/// also fill a struct from an array of its fields or from integer keys).
 pub(crate) fn decode_strict<T: DeserializeOwned + schemars::JsonSchema>(
     bytes: &[u8],
 ) -> Result<T, String> {
@@ -75,17 +75,97 @@ pub(crate) fn decode_strict<T: DeserializeOwned + schemars::JsonSchema>(
     if !rest.is_empty() {
         return Err(format!("{} bytes after the value", rest.len()));
     }
-    let is_object_map = match &value {
-        rmpv::Value::Map(entries) => entries.iter().all(|(k, _)| k.is_str()),
-        _ => false,
-    };
-    if !is_object_map && matches!(value, rmpv::Value::Array(_) | rmpv::Value::Map(_)) {
-        let schema = schemars::schema_for!(T);
-        if schema.get("type").and_then(|t| t.as_str()) == Some("object") {
-            return Err("expected an object (a map with text keys)".to_string());
-        }
+    // Only values holding arrays or maps with non-text keys can be mistaken for objects; the
+    // schema is built only for those.
+    if needs_shape_check(&value) {
+        let schema = serde_json::to_value(schemars::schema_for!(T)).unwrap_or_default();
+        check_shape(&value, &schema, &schema, "arguments", 0)?;
     }
     rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
+}
+
+fn needs_shape_check(value: &rmpv::Value) -> bool {
+    match value {
+        rmpv::Value::Array(_) => true,
+        rmpv::Value::Map(entries) => entries
+            .iter()
+            .any(|(k, v)| !k.is_str() || needs_shape_check(v)),
+        _ => false,
+    }
+}
+
+/// Checks that `value` has an object's shape wherever `schema` expects one.
+fn check_shape(
+    value: &rmpv::Value,
+    schema: &serde_json::Value,
+    root: &serde_json::Value,
+    at: &str,
+    depth: u32,
+) -> Result<(), String> {
+    if depth > 64 {
+        return Ok(());
+    }
+    // Follow references into the schema's definitions.
+    if let Some(reference) = schema.get("$ref").and_then(|r| r.as_str()) {
+        let target = reference
+            .strip_prefix("#/$defs/")
+            .and_then(|name| root.get("$defs").and_then(|d| d.get(name)));
+        return match target {
+            Some(target) => check_shape(value, target, root, at, depth + 1),
+            None => Ok(()),
+        };
+    }
+    // Alternatives (`Option`, enums): one of them must fit.
+    for key in ["anyOf", "oneOf"] {
+        if let Some(branches) = schema.get(key).and_then(|b| b.as_array()) {
+            let mut first_error = None;
+            for branch in branches {
+                match check_shape(value, branch, root, at, depth + 1) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            return first_error.map_or(Ok(()), Err);
+        }
+    }
+    let types: Vec<&str> = match schema.get("type") {
+        Some(serde_json::Value::String(t)) => vec![t.as_str()],
+        Some(serde_json::Value::Array(ts)) => ts.iter().filter_map(|t| t.as_str()).collect(),
+        _ => return Ok(()),
+    };
+    let object = types.contains(&"object");
+    let array = types.contains(&"array");
+    match value {
+        rmpv::Value::Map(entries) if object => {
+            let properties = schema.get("properties");
+            for (k, v) in entries {
+                let Some(name) = k.as_str() else {
+                    return Err(format!("{at}: object keys must be text"));
+                };
+                if let Some(property) = properties.and_then(|p| p.get(name)) {
+                    check_shape(v, property, root, &format!("{at}.{name}"), depth + 1)?;
+                }
+            }
+            Ok(())
+        }
+        rmpv::Value::Array(items) if array => {
+            if let Some(item) = schema.get("items") {
+                for (i, v) in items.iter().enumerate() {
+                    check_shape(v, item, root, &format!("{at}[{i}]"), depth + 1)?;
+                }
+            }
+            Ok(())
+        }
+        rmpv::Value::Array(_) | rmpv::Value::Map(_) if object => {
+            Err(format!("{at}: expected an object (a map with text keys)"))
+        }
+        rmpv::Value::Array(_) | rmpv::Value::Map(_) => {
+            Err(format!("{at}: expected {}", types.join(" or ")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Decodes and validates the arguments of `function`.

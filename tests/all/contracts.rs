@@ -1546,3 +1546,46 @@ fn limits_reached_from_rust_code_are_recorded_failures() {
         Err(CallFailure::MemoryLimit)
     );
 }
+
+#[test]
+fn nested_objects_must_be_objects_too() {
+    let app = App::probe();
+    let valid = r#"{"inner":{"name":"x"},"list":[{"name":"y"}],"maybe":null}"#;
+    assert_eq!(
+        ok_json(&app.query("echo", &args(valid))),
+        serde_json::from_str::<Json>(valid).unwrap()
+    );
+    let with_some = r#"{"inner":{"name":"x"},"list":[],"maybe":{"name":"z"}}"#;
+    assert!(app.query("echo", &args(with_some)).result.is_ok());
+    for (what, bad, at) in [
+        (
+            "an array for a nested object",
+            r#"{"inner":["x"],"list":[],"maybe":null}"#,
+            "arguments.inner",
+        ),
+        (
+            "an array for a list item",
+            r#"{"inner":{"name":"x"},"list":[["y"]],"maybe":null}"#,
+            "arguments.list[0]",
+        ),
+        (
+            "an array for an optional object",
+            r#"{"inner":{"name":"x"},"list":[],"maybe":["z"]}"#,
+            "arguments.maybe",
+        ),
+    ] {
+        let outcome = app.query("echo", &args(bad));
+        let message = invalid_args(&outcome);
+        assert!(message.contains(at), "{what}: {message}");
+    }
+    // Integer keys in a nested object.
+    let mut integer_keys = vec![0x83];
+    integer_keys.extend(mp("inner"));
+    integer_keys.extend([0x81, 0x00]);
+    integer_keys.extend(mp("x"));
+    integer_keys.extend(mp("list"));
+    integer_keys.push(0x90);
+    integer_keys.extend(mp("maybe"));
+    integer_keys.push(0xc0);
+    assert!(invalid_args(&app.query("echo", &integer_keys)).contains("text"));
+}

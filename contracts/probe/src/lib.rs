@@ -25,6 +25,27 @@ pub struct Count {
 }
 impl Args for Count {}
 
+/// A nested value.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Inner {
+    /// A name.
+    pub name: String,
+}
+
+/// Arguments with nested objects, lists and options.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Nested {
+    /// An object.
+    pub inner: Inner,
+    /// A list of objects.
+    pub list: Vec<Inner>,
+    /// An optional object.
+    pub maybe: Option<Inner>,
+}
+impl Args for Nested {}
+
 /// The call context as the contract sees it.
 #[derive(Debug, Serialize)]
 pub struct Seen {
@@ -82,6 +103,7 @@ impl Contract for Probe {
             Ok(a.n)
         });
         r.query("recurse", "Recurses n levels deep", |_ctx, a: Count| Ok(recurse(a.n)));
+        r.query("echo", "Returns its (nested) arguments", |_ctx, a: Nested| Ok(a));
         r.query("alloc", "Allocates n MiB", |_ctx, a: Count| {
             let buffer = vec![1u8; (a.n as usize) << 20];
             Ok(std::hint::black_box(buffer).len() as u64)
