@@ -24,3 +24,4 @@ pub mod crypto;
 pub mod ledger;
 pub mod runtime;
 pub mod store;
+pub mod subnet;

@@ -76,7 +76,7 @@ impl StateMachine for TestMachine {
         &self,
         state: &mut dyn StateAccess,
         op: &AppliedOp<'_>,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    ) -> Result<Option<Vec<u8>>, trac_host::ledger::LedgerError> {
         let Ok(decoded) = codec::decode::<TestOp>(op.bytes) else {
             return Ok(Some(b"malformed".to_vec()));
         };

@@ -29,7 +29,7 @@ impl StateMachine for KvMachine {
         &self,
         state: &mut dyn StateAccess,
         op: &AppliedOp<'_>,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    ) -> Result<Option<Vec<u8>>, crate::ledger::LedgerError> {
         if let Some(split) = op.bytes.iter().position(|b| *b == 0) {
             state.put(&op.bytes[..split], &op.bytes[split + 1..])?;
         }

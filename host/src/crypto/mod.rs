@@ -14,6 +14,7 @@
 //! ```
 
 mod address;
+mod cache;
 mod domain;
 mod hash;
 mod keys;
@@ -21,6 +22,7 @@ pub mod keystore;
 mod verify;
 
 pub use address::{ADDRESS_HRP, ADDRESS_LEN, AddressError, decode_address, encode_address};
+pub use cache::VerifiedSignatures;
 pub use domain::{DOMAIN_PREFIX, Domain, DomainKind};
 pub use hash::{Hash32, HexError, hash, hash_parts, parse_fixed_hex};
 pub use keys::{Keypair, PublicKey, Signature};

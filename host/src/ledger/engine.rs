@@ -562,6 +562,11 @@ impl<M: StateMachine> Ledger<M> {
         let mut receipts = Vec::new();
         let mut skipped = 0;
         let mut written = BTreeSet::new();
+        let all_ops: Vec<&[u8]> = entries
+            .iter()
+            .flat_map(|e| e.body.ops.iter().map(|op| op.as_slice()))
+            .collect();
+        self.machine.prepare(&all_ops);
         for entry in entries {
             let body = &entry.body;
             if !self.machine.is_writer(&overlay, &body.writer)? {

@@ -83,6 +83,10 @@ pub enum LedgerError {
     /// Storage failed (a node error).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The state machine hit a fault of this node (not a property of the ops): applying stops
+    /// instead of computing a state other nodes would not.
+    #[error("node fault while applying: {0}")]
+    Node(String),
 }
 
 /// One op being applied, with its place in the confirmed order.
@@ -119,13 +123,18 @@ pub trait StateMachine {
     /// The indexer set in force, sequencer first. Never empty.
     fn indexers(&self, state: &dyn StateAccess) -> Result<Vec<PublicKey>, StoreError>;
 
+    /// Called with the ops of a batch of entries before they are applied (in order), so the
+    /// machine can verify their signatures in one batch. Optional; must not change state.
+    fn prepare(&self, _ops: &[&[u8]]) {}
+
     /// Applies one op. An op the rules refuse is not an error: the machine records what it
     /// wants (or nothing) and returns. Returns the op's receipt, if the machine keeps receipts.
+    /// An error is a fault of this node (storage, engine), never a verdict on the op.
     fn apply(
         &self,
         state: &mut dyn StateAccess,
         op: &AppliedOp<'_>,
-    ) -> Result<Option<Vec<u8>>, StoreError>;
+    ) -> Result<Option<Vec<u8>>, LedgerError>;
 }
 
 /// The majority of an indexer set of `n`: more than half.

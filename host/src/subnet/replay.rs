@@ -1,0 +1,1 @@
+//! Rebuilding a subnet's state from its log alone.

@@ -1,0 +1,154 @@
+//! How a subnet checks that a contract transaction was settled on MSB.
+//!
+//! A `tx` op carries an opaque settlement proof; the subnet's [`SettlementVerifier`] turns it
+//! into a [`Settlement`] deterministically (from the proof and the subnet state alone, never
+//! from a local MSB replica) or refuses it. [`AttestationVerifier`] accepts a settlement signed
+//! by one MSB indexer the subnet trusts (`sys/msb`, set by the admin); the MSB layer adds
+//! proofs by a majority of indexers over a final checkpoint.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::crypto::{
+    BatchItem, Domain, DomainKind, Hash32, Keypair, PublicKey, Signature, VerifiedSignatures,
+};
+use crate::store::StateView;
+
+/// What a valid settlement proves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settlement {
+    /// The MSB transaction hash (the subnet's replay guard `tx/<hash>`).
+    pub tx_hash: Hash32,
+    /// The requester who signed and paid for it.
+    pub requester: PublicKey,
+    /// The validator that co-signed it.
+    pub validator: PublicKey,
+    /// The subnet it was settled for.
+    pub subnet: Hash32,
+    /// The content hash of the call ([`super::TxOp::content_hash`]).
+    pub content: Hash32,
+}
+
+/// Checks settlement proofs. Must be deterministic: same state and proof, same answer.
+pub trait SettlementVerifier: Send + Sync {
+    /// The settlement `proof` proves, or why it is refused.
+    fn verify(&self, state: &dyn StateView, proof: &[u8]) -> Result<Settlement, String>;
+
+    /// Called with the proofs of a batch of ops before they are applied, so that an
+    /// implementation can verify their signatures in one batch. Optional.
+    fn prepare(&self, _proofs: &[&[u8]]) {}
+}
+
+/// The MSB the subnet trusts (`sys/msb`), set by the admin's `SetMsbTrust`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MsbTrust {
+    /// The MSB network id (hex).
+    pub network: String,
+    /// The trusted MSB indexer keys (hex).
+    pub indexers: Vec<String>,
+}
+
+impl MsbTrust {
+    /// The trust recorded in `state`, if any.
+    pub fn read(state: &dyn StateView) -> Option<(Hash32, Vec<PublicKey>)> {
+        let trust: MsbTrust = super::values::get(state, super::keys::MSB.as_bytes()).ok()??;
+        let network = Hash32::from_hex(&trust.network).ok()?;
+        let indexers = trust
+            .indexers
+            .iter()
+            .filter_map(|k| PublicKey::from_hex(k).ok())
+            .collect();
+        Some((network, indexers))
+    }
+}
+
+/// A settlement signed by a trusted MSB indexer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attestation {
+    /// The settlement.
+    pub settlement: Settlement,
+    /// The MSB network it was settled on.
+    pub network: Hash32,
+    /// The attesting indexer.
+    pub attester: PublicKey,
+    /// Signature of BLAKE3(domain(msb-op, network) ‖ encode(("settled", settlement))).
+    pub signature: Signature,
+}
+
+impl Attestation {
+    fn signed_hash(network: &Hash32, settlement: &Settlement) -> Hash32 {
+        Domain::new(DomainKind::MsbOp, *network).hash(&codec::encode(&("settled", settlement)))
+    }
+
+    /// Signs `settlement` as an indexer of `network` and encodes the proof.
+    pub fn sign(attester: &Keypair, network: &Hash32, settlement: Settlement) -> Vec<u8> {
+        let hash = Self::signed_hash(network, &settlement);
+        codec::encode(&Attestation {
+            signature: attester.sign_hash(&hash),
+            network: *network,
+            attester: attester.public(),
+            settlement,
+        })
+    }
+}
+
+/// Accepts [`Attestation`]s by an MSB indexer the subnet trusts (`sys/msb`); signatures are
+/// batch-verified when prepared.
+#[derive(Debug, Default)]
+pub struct AttestationVerifier {
+    verified: VerifiedSignatures,
+}
+
+impl AttestationVerifier {
+    /// A verifier.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl SettlementVerifier for AttestationVerifier {
+    fn verify(&self, state: &dyn StateView, proof: &[u8]) -> Result<Settlement, String> {
+        let attestation: Attestation =
+            codec::decode(proof).map_err(|e| format!("malformed attestation: {e}"))?;
+        let Some((network, indexers)) = MsbTrust::read(state) else {
+            return Err("the subnet trusts no MSB yet".into());
+        };
+        if attestation.network != network {
+            return Err("attested on another MSB network".into());
+        }
+        if !indexers.contains(&attestation.attester) {
+            return Err("the attester is not a trusted MSB indexer".into());
+        }
+        let hash = Attestation::signed_hash(&network, &attestation.settlement);
+        if !self
+            .verified
+            .verify(&attestation.attester, &hash, &attestation.signature)
+        {
+            return Err("attestation signature does not verify".into());
+        }
+        Ok(attestation.settlement)
+    }
+
+    fn prepare(&self, proofs: &[&[u8]]) {
+        let decoded: Vec<(PublicKey, Hash32, Signature)> = proofs
+            .iter()
+            .filter_map(|p| codec::decode::<Attestation>(p).ok())
+            .map(|a| {
+                (
+                    a.attester,
+                    Attestation::signed_hash(&a.network, &a.settlement),
+                    a.signature,
+                )
+            })
+            .collect();
+        let items: Vec<BatchItem<'_>> = decoded
+            .iter()
+            .map(|(key, hash, signature)| BatchItem {
+                key,
+                hash,
+                signature,
+            })
+            .collect();
+        self.verified.verify_batch(&items);
+    }
+}
