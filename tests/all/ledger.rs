@@ -171,6 +171,7 @@ fn error_kind(e: &LedgerError) -> &'static str {
         LedgerError::TooLarge(_) => "too large",
         LedgerError::Signature(_) => "signature",
         LedgerError::Store(_) => "store",
+        LedgerError::Node(_) => "node",
     }
 }
 

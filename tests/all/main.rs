@@ -10,5 +10,7 @@ mod ledger;
 mod ledger_support;
 mod runtime;
 mod store;
+mod subnet;
+mod subnet_support;
 mod support;
 mod wat_contract;

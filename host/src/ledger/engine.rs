@@ -68,14 +68,14 @@ pub struct LedgerStatus {
 
 /// The last final checkpoint, persisted with the state it produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct FinalInfo {
-    height: u64,
-    hash: Hash32,
-    time: u64,
-    frontier: Vec<LogFrontier>,
-    position: u64,
-    root: Hash32,
-    skipped: u64,
+pub(super) struct FinalInfo {
+    pub(super) height: u64,
+    pub(super) hash: Hash32,
+    pub(super) time: u64,
+    pub(super) frontier: Vec<LogFrontier>,
+    pub(super) position: u64,
+    pub(super) root: Hash32,
+    pub(super) skipped: u64,
 }
 
 /// The head of one stored log.
@@ -118,17 +118,33 @@ struct Applied {
 }
 
 /// The tables of a ledger in its store.
-struct Tables {
-    entries: Table<Vec<u8>, LogEntry>,
+pub(super) struct Tables {
+    pub(super) entries: Table<Vec<u8>, LogEntry>,
     logs: Table<Vec<u8>, LogHead>,
-    checkpoints: Table<u64, Checkpoint>,
-    acks: Table<Vec<u8>, Ack>,
+    pub(super) checkpoints: Table<u64, Checkpoint>,
+    pub(super) acks: Table<Vec<u8>, Ack>,
     receipts: Table<Vec<u8>, serde_bytes::ByteBuf>,
-    meta: Table<String, FinalInfo>,
+    pub(super) meta: Table<String, FinalInfo>,
     alarm: Table<String, Divergence>,
 }
 
-const FINAL_KEY: &str = "final";
+impl Tables {
+    /// Opens (or creates) the ledger tables of `store`.
+    pub(super) fn open(store: &Store) -> Result<Self, StoreError> {
+        Ok(Tables {
+            entries: store.table("ledger.entries")?,
+            logs: store.table("ledger.logs")?,
+            checkpoints: store.table("ledger.checkpoints")?,
+            acks: store.table("ledger.acks")?,
+            receipts: store.table("ledger.receipts")?,
+            meta: store.table("ledger.meta")?,
+            alarm: store.table("ledger.alarm")?,
+        })
+    }
+}
+
+/// Key of the final record in the meta table.
+pub(super) const FINAL_KEY: &str = "final";
 const ALARM_KEY: &str = "divergence";
 
 /// Most conflicting entries kept for possible adoption.
@@ -137,7 +153,7 @@ const MAX_FORK_ENTRIES: usize = 1_000;
 /// How far above the latest verified checkpoint acks are kept (the pipeline's depth).
 const MAX_ACKS_AHEAD: u64 = 64;
 
-fn entry_key(writer: &PublicKey, seq: u64) -> Vec<u8> {
+pub(super) fn entry_key(writer: &PublicKey, seq: u64) -> Vec<u8> {
     let mut key = writer.0.to_vec();
     key.extend_from_slice(&seq.to_be_bytes());
     key
@@ -182,15 +198,7 @@ impl<M: StateMachine> Ledger<M> {
         keypair: Option<Keypair>,
         limits: LedgerLimits,
     ) -> Result<Self, LedgerError> {
-        let tables = Tables {
-            entries: store.table("ledger.entries")?,
-            logs: store.table("ledger.logs")?,
-            checkpoints: store.table("ledger.checkpoints")?,
-            acks: store.table("ledger.acks")?,
-            receipts: store.table("ledger.receipts")?,
-            meta: store.table("ledger.meta")?,
-            alarm: store.table("ledger.alarm")?,
-        };
+        let tables = Tables::open(&store)?;
         let existing = store.read()?.get(&tables.meta, &FINAL_KEY.to_string())?;
         // A divergence stays raised across restarts until an operator deals with it.
         let divergence = store.read()?.get(&tables.alarm, &ALARM_KEY.to_string())?;
@@ -553,48 +561,31 @@ impl<M: StateMachine> Ledger<M> {
         entries: &[&LogEntry],
         height: u64,
         time: u64,
-        mut position: u64,
+        position: u64,
     ) -> Result<Applied, LedgerError> {
         let mut overlay = match base_diff {
             Some(diff) => Overlay::with_diff(read, diff)?,
             None => Overlay::new(read)?,
         };
-        let mut receipts = Vec::new();
-        let mut skipped = 0;
         let mut written = BTreeSet::new();
-        let all_ops: Vec<&[u8]> = entries
-            .iter()
-            .flat_map(|e| e.body.ops.iter().map(|op| op.as_slice()))
-            .collect();
-        self.machine.prepare(&all_ops);
-        for entry in entries {
-            let body = &entry.body;
-            if !self.machine.is_writer(&overlay, &body.writer)? {
-                skipped += 1;
-                continue;
-            }
-            let hash = entry.hash(&self.network);
-            for (index, op) in body.ops.iter().enumerate() {
-                let applied = AppliedOp {
-                    writer: body.writer,
-                    entry: hash,
-                    seq: body.seq,
-                    index: index as u32,
-                    position,
-                    height,
-                    time,
-                    bytes: op,
-                };
-                let mut state = Recorder {
-                    state: &mut overlay,
-                    written: &mut written,
-                };
-                if let Some(receipt) = self.machine.apply(&mut state, &applied)? {
-                    receipts.push(receipt);
-                }
-                position += 1;
-            }
-        }
+        let mut recorder = Recorder {
+            state: &mut overlay,
+            written: &mut written,
+        };
+        let batch = apply_entries(
+            &self.machine,
+            &self.network,
+            &mut recorder,
+            entries,
+            height,
+            time,
+            position,
+        )?;
+        let AppliedBatch {
+            receipts,
+            position,
+            skipped,
+        } = batch;
         let indexers_after = self.machine.indexers(&overlay)?;
         let mut writes = Diff::new();
         for key in written {
@@ -1230,6 +1221,65 @@ impl<M: StateMachine> Ledger<M> {
     pub fn checkpoint(&self, height: u64) -> Result<Option<Checkpoint>, LedgerError> {
         Ok(self.store.read()?.get(&self.tables.checkpoints, &height)?)
     }
+}
+
+/// What applying a batch of ordered entries produced.
+pub(super) struct AppliedBatch {
+    /// The receipts, in order.
+    pub receipts: Vec<Vec<u8>>,
+    /// The position after the last op.
+    pub position: u64,
+    /// Entries skipped because their writer was not a member.
+    pub skipped: u64,
+}
+
+/// Applies `entries` (already ordered) to `state`: membership checked per entry, every op of
+/// a member's entry applied with its position. The machine may batch-verify first.
+pub(super) fn apply_entries<M: StateMachine>(
+    machine: &M,
+    network: &Hash32,
+    state: &mut dyn StateAccess,
+    entries: &[&LogEntry],
+    height: u64,
+    time: u64,
+    mut position: u64,
+) -> Result<AppliedBatch, LedgerError> {
+    let mut receipts = Vec::new();
+    let mut skipped = 0;
+    let all_ops: Vec<&[u8]> = entries
+        .iter()
+        .flat_map(|e| e.body.ops.iter().map(|op| op.as_slice()))
+        .collect();
+    machine.prepare(&all_ops);
+    for entry in entries {
+        let body = &entry.body;
+        if !machine.is_writer(state, &body.writer)? {
+            skipped += 1;
+            continue;
+        }
+        let hash = entry.hash(network);
+        for (index, op) in body.ops.iter().enumerate() {
+            let applied = AppliedOp {
+                writer: body.writer,
+                entry: hash,
+                seq: body.seq,
+                index: index as u32,
+                position,
+                height,
+                time,
+                bytes: op,
+            };
+            if let Some(receipt) = machine.apply(state, &applied)? {
+                receipts.push(receipt);
+            }
+            position += 1;
+        }
+    }
+    Ok(AppliedBatch {
+        receipts,
+        position,
+        skipped,
+    })
 }
 
 /// Passes a state machine's reads and writes through, recording the keys it writes.

@@ -17,11 +17,13 @@
 //! The engine is synchronous and does no I/O besides its store: a node feeds it messages and
 //! sends what it returns. That keeps it testable with simulated networks and replayable.
 
+pub mod archive;
 mod checkpoint;
 mod engine;
 mod entry;
 pub mod merkle;
 pub mod order;
+pub mod replay;
 
 pub use checkpoint::{Ack, AckBody, Checkpoint, CheckpointBody, LogFrontier};
 pub use engine::{Divergence, Ledger, LedgerStatus, Message};
