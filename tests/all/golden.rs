@@ -15,6 +15,7 @@ use trac_host::ledger::{
 };
 use trac_host::runtime::{CallContext, OpKind, runtime_protocol_version};
 use trac_host::store::Lattice;
+use trac_host::subnet::{Action, SignedOp, SubnetGenesis, SubnetOp, TxOp, decode_op, encode_op};
 
 type Vector = BTreeMap<String, String>;
 
@@ -296,6 +297,35 @@ fn protocol_document_vectors_match_the_code() {
             }
             "runtime-version" => {
                 check.eq(v, "version", &runtime_protocol_version().to_hex());
+            }
+            "subnet-id" => {
+                let genesis = SubnetGenesis {
+                    creator: PublicKey(arr::<32>(v, "creator")),
+                    channel: field(v, "channel").to_string(),
+                    salt: arr::<16>(v, "salt"),
+                };
+                check.eq(v, "id", &genesis.id().to_hex());
+            }
+            "subnet-op" => {
+                let keypair = Keypair::from_seed(&arr::<32>(v, "seed"));
+                let subnet = Hash32(arr::<32>(v, "subnet"));
+                let signed = SignedOp::sign(
+                    &keypair,
+                    &subnet,
+                    Action::SetChatStatus { enabled: true },
+                    field(v, "nonce").parse().expect("number"),
+                    field(v, "expires").parse().expect("number"),
+                );
+                let op = encode_op(&SubnetOp::Signed(signed.clone()));
+                check.eq(v, "op", &hex::encode(&op));
+                check.eq(v, "hash", &signed.hash(&subnet).to_hex());
+                check.eq(v, "signature", &signed.signature.to_hex());
+                assert_eq!(decode_op(&op), Ok(SubnetOp::Signed(signed)));
+            }
+            "tx-content" => {
+                let subnet = Hash32(arr::<32>(v, "subnet"));
+                let content = TxOp::content_hash(&subnet, field(v, "function"), &bytes(v, "args"));
+                check.eq(v, "content", &content.to_hex());
             }
             other => panic!("unknown vector kind {other}"),
         }
