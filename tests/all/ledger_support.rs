@@ -140,6 +140,17 @@ pub fn open_ledger(
     machine: TestMachine,
     limits: LedgerLimits,
 ) -> Ledger<TestMachine> {
+    open_ledger_of(dir, NETWORK, key, machine, limits)
+}
+
+/// As [`open_ledger`] for any state machine and network id.
+pub fn open_ledger_of<M: StateMachine>(
+    dir: &Path,
+    network: Hash32,
+    key: Option<&Keypair>,
+    machine: M,
+    limits: LedgerLimits,
+) -> Ledger<M> {
     let store = Arc::new(
         Store::open(
             dir,
@@ -150,7 +161,7 @@ pub fn open_ledger(
         )
         .expect("open store"),
     );
-    Ledger::open(store, machine, NETWORK, key.cloned(), limits).expect("open ledger")
+    Ledger::open(store, machine, network, key.cloned(), limits).expect("open ledger")
 }
 
 /// A small deterministic generator (SplitMix64): a failing seed replays exactly.
@@ -218,14 +229,15 @@ impl NetConfig {
     }
 }
 
-/// One simulated node: a key, a state machine and a ledger over a real LMDB store.
-pub struct SimNode {
+/// Builds the state machine of node `i` (when it starts and on every restart).
+pub type MachineFactory<M> = Box<dyn Fn(usize) -> M>;
+
+/// One simulated node: a key and a ledger over a real LMDB store.
+pub struct SimNode<M: StateMachine = TestMachine> {
     /// The node's key (its writer key and, if in the set, its indexer key).
     pub key: Keypair,
-    /// Its state machine.
-    pub machine: TestMachine,
     dir: TempDir,
-    ledger: Option<Ledger<TestMachine>>,
+    ledger: Option<Ledger<M>>,
 }
 
 struct Delivery {
@@ -248,9 +260,10 @@ pub struct Snapshot {
 /// In-process nodes connected by a simulated network: per-delivery random delay (which
 /// reorders), duplicates, losses and partitions. Whatever a node's `handle` returns goes to
 /// every other node, except replies to `Want*` requests, which go back to the asker.
-pub struct Sim {
+/// Generic over the state machine (the ledger tests' [`TestMachine`] by default).
+pub struct Sim<M: StateMachine = TestMachine> {
     /// The nodes, by index.
-    pub nodes: Vec<SimNode>,
+    pub nodes: Vec<SimNode<M>>,
     /// The network's behaviour (may be changed between phases).
     pub net: NetConfig,
     /// The randomness of the network.
@@ -262,13 +275,15 @@ pub struct Sim {
     /// Deliveries handled so far.
     pub delivered: u64,
     limits: LedgerLimits,
+    network: Hash32,
+    machines: MachineFactory<M>,
     now: u64,
     sent: u64,
     queue: BTreeMap<(u64, u64), Delivery>,
     group: Vec<u32>,
 }
 
-impl Sim {
+impl Sim<TestMachine> {
     /// Nodes with the given keys and machines; `seed` drives the network's randomness.
     pub fn new(nodes: Vec<(Keypair, TestMachine)>, net: NetConfig, seed: u64) -> Sim {
         Self::with_limits(nodes, net, seed, LedgerLimits::default())
@@ -281,15 +296,48 @@ impl Sim {
         seed: u64,
         limits: LedgerLimits,
     ) -> Sim {
-        let count = nodes.len();
-        let nodes = nodes
+        let (keys, machines): (Vec<Keypair>, Vec<TestMachine>) = nodes.into_iter().unzip();
+        Sim::with_machines(
+            NETWORK,
+            keys,
+            Box::new(move |i| machines[i].clone()),
+            net,
+            seed,
+            limits,
+        )
+    }
+
+    /// `n` nodes with keys `key(1)..=key(n)` and correct machines; node 0 is the admin (the
+    /// genesis writer, indexer and sequencer).
+    pub fn honest(n: usize, net: NetConfig, seed: u64) -> Sim {
+        let admin = key(1).public();
+        let nodes = (1..=n as u8)
+            .map(|i| (key(i), TestMachine::new(admin)))
+            .collect();
+        Sim::new(nodes, net, seed)
+    }
+}
+
+impl<M: StateMachine> Sim<M> {
+    /// Nodes of `network` with the given keys, each running the machine `machines(i)` over a
+    /// real store in its own temp dir; `seed` drives the network's randomness.
+    pub fn with_machines(
+        network: Hash32,
+        keys: Vec<Keypair>,
+        machines: MachineFactory<M>,
+        net: NetConfig,
+        seed: u64,
+        limits: LedgerLimits,
+    ) -> Sim<M> {
+        let count = keys.len();
+        let nodes = keys
             .into_iter()
-            .map(|(key, machine)| {
+            .enumerate()
+            .map(|(i, key)| {
                 let dir = tempfile::tempdir().expect("tempdir");
-                let ledger = open_ledger(dir.path(), Some(&key), machine.clone(), limits);
+                let ledger = open_ledger_of(dir.path(), network, Some(&key), machines(i), limits);
                 SimNode {
                     key,
-                    machine,
                     dir,
                     ledger: Some(ledger),
                 }
@@ -303,6 +351,8 @@ impl Sim {
             errors: Vec::new(),
             delivered: 0,
             limits,
+            network,
+            machines,
             now: 0,
             sent: 0,
             queue: BTreeMap::new(),
@@ -310,18 +360,13 @@ impl Sim {
         }
     }
 
-    /// `n` nodes with keys `key(1)..=key(n)` and correct machines; node 0 is the admin (the
-    /// genesis writer, indexer and sequencer).
-    pub fn honest(n: usize, net: NetConfig, seed: u64) -> Sim {
-        let admin = key(1).public();
-        let nodes = (1..=n as u8)
-            .map(|i| (key(i), TestMachine::new(admin)))
-            .collect();
-        Sim::new(nodes, net, seed)
+    /// The network id of the simulated ledgers.
+    pub fn network(&self) -> Hash32 {
+        self.network
     }
 
     /// The ledger of node `i` (panics if it is down).
-    pub fn ledger(&mut self, i: usize) -> &mut Ledger<TestMachine> {
+    pub fn ledger(&mut self, i: usize) -> &mut Ledger<M> {
         self.nodes[i].ledger.as_mut().expect("node is down")
     }
 
@@ -344,11 +389,13 @@ impl Sim {
     /// Restarts node `i` from its directory.
     pub fn restart(&mut self, i: usize) {
         assert!(!self.is_up(i), "node {i} is running");
+        let machine = (self.machines)(i);
         let node = &mut self.nodes[i];
-        node.ledger = Some(open_ledger(
+        node.ledger = Some(open_ledger_of(
             node.dir.path(),
+            self.network,
             Some(&node.key),
-            node.machine.clone(),
+            machine,
             self.limits,
         ));
     }

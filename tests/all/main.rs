@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per area.
 mod cli_contract;
 mod cli_keys;
+mod cli_replay;
 mod codec;
 mod contracts;
 mod crypto;

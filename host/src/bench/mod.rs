@@ -1,5 +1,6 @@
 //! `trac bench <suite>`: measured figures for people (a table) and machines (`--json`).
 
+mod apply;
 mod contract;
 mod ledger;
 mod store;
@@ -17,6 +18,10 @@ pub enum Suite {
     Contract,
     /// The ledger engine: ops from append to final on one node.
     Ledger,
+    /// Settled contract transactions through the whole subnet engine on one node.
+    Apply,
+    /// Rebuilding a subnet's state from its stored log (`ledger::replay`).
+    Replay,
 }
 
 /// One measured figure.
@@ -141,6 +146,8 @@ pub fn run(suite: Suite) -> anyhow::Result<Report> {
             Suite::Store => store::run(),
             Suite::Contract => contract::run(),
             Suite::Ledger => ledger::run(),
+            Suite::Apply => apply::run_apply(),
+            Suite::Replay => apply::run_replay(),
         })?
         .join()
         .map_err(|_| anyhow::anyhow!("the benchmark thread panicked"))??;

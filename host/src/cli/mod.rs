@@ -4,7 +4,9 @@
 mod bench;
 mod contract;
 mod keys;
+mod log;
 mod passphrase;
+mod replay;
 
 use std::process::ExitCode;
 
@@ -32,6 +34,10 @@ pub enum Command {
     Contract(contract::ContractArgs),
     /// Run a benchmark suite and print a table (or JSON with --json).
     Bench(bench::BenchArgs),
+    /// Rebuild a subnet's state from its stored log alone, checking every checkpoint's root.
+    Replay(replay::ReplayArgs),
+    /// Export a subnet's log to a portable file, or import one into a new store.
+    Log(log::LogArgs),
 }
 
 /// Parses the process arguments, runs the command and turns its outcome into an exit code
@@ -61,6 +67,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(args) => keys::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Contract(args) => contract::run(args),
+        Command::Replay(args) => replay::run(args),
+        Command::Log(args) => log::run(args),
     }
 }
 

@@ -14,7 +14,7 @@ use crate::crypto::{Hash32, PublicKey, hash};
 use crate::ledger::{AppliedOp, LedgerError};
 use crate::runtime::{
     CallContext, CallFailure, CallOutcome, CallRequest, Contract, Event, FeatureCall, Invocation,
-    OpKind, RuntimeError, StateWrite, TxCall, validate_component,
+    Limits, OpKind, RuntimeError, StateWrite, TxCall, validate_component,
 };
 use crate::store::{StateAccess, StateRecord, StateView, StoreError};
 
@@ -245,6 +245,25 @@ impl SubnetMachine {
         Ok(Some(contract))
     }
 
+    /// Whether the active contract (if any) still validates under `limits`: parameters that
+    /// refuse it would make loading it a node fault on every node, halting the subnet.
+    pub(super) fn fits_limits(
+        state: &dyn StateView,
+        limits: &Limits,
+    ) -> Result<Verdict, LedgerError> {
+        let Some(record) = Self::contract_record(state)? else {
+            return Ok(Ok(()));
+        };
+        let code = Hash32::from_hex(&record.hash)
+            .map_err(|e| LedgerError::Node(format!("corrupt contract record: {e}")))?;
+        let Some(bytes) = Self::component_bytes(state, &code)? else {
+            return Ok(Ok(()));
+        };
+        Ok(validate_component(&bytes, limits)
+            .map(|_| ())
+            .map_err(|e| format!("the active contract would not load under these limits: {e}")))
+    }
+
     pub(super) fn apply_writes(
         state: &mut dyn StateAccess,
         writes: &[StateWrite],
@@ -318,6 +337,14 @@ impl SubnetMachine {
         if values::get::<Stored>(state, &keys::code_stored(code))?.is_some() {
             // Stored earlier (an older version): activate it again.
             return self.activate(state, op, params, code);
+        }
+        if let Some(previous) = values::get::<Upload>(state, &keys::upload(code))? {
+            // A new announcement restarts an unfinished (say expired) upload: the chunks it
+            // stored are dropped, or they would be refused as duplicates and the upload could
+            // never complete.
+            for index in 0..previous.chunks.len() {
+                state.delete(&keys::code_chunk(code, index as u32))?;
+            }
         }
         let upload = Upload {
             size,

@@ -395,6 +395,9 @@ impl SubnetMachine {
                 Ok(Ok(()))
             }
             Action::SetParams { params: new } => {
+                if let Err(e) = Self::fits_limits(state, &new.limits)? {
+                    return Ok(Err(e));
+                }
                 values::put(state, keys::PARAMS.as_bytes(), new)?;
                 tracing::info!(subnet = %self.id, "parameters changed");
                 Ok(Ok(()))
