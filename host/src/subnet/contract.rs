@@ -220,12 +220,19 @@ impl SubnetMachine {
         &self,
         state: &dyn StateView,
     ) -> Result<Option<Arc<Contract>>, LedgerError> {
-        let Some(record) = Self::contract_record(state)? else {
+        let record = self
+            .contract_memo
+            .read(state, keys::CONTRACT_CURRENT.as_bytes(), |bytes| {
+                let record: ContractRecord = rmp_serde::from_slice(bytes).ok()?;
+                Hash32::from_hex(&record.hash).ok()
+            })?;
+        let Some(code) = record else {
+            if state.get(keys::CONTRACT_CURRENT.as_bytes())?.is_some() {
+                return Err(LedgerError::Node("corrupt contract record".into()));
+            }
             return Ok(None);
         };
-        let code = Hash32::from_hex(&record.hash)
-            .map_err(|e| LedgerError::Node(format!("corrupt contract record: {e}")))?;
-        let limits = Self::params(state)?.limits;
+        let limits = self.params_of(state)?.limits;
         if let Some(contract) = self
             .contracts
             .lock()

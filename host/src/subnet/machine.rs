@@ -41,6 +41,8 @@ pub struct SubnetMachine {
     pub(super) reserved: Arc<ReservedKeys>,
     pub(super) contracts: Mutex<HashMap<Hash32, Arc<Contract>>>,
     signatures: VerifiedSignatures,
+    params_memo: values::Memo<Params>,
+    pub(super) contract_memo: values::Memo<Hash32>,
     pub(super) trace: Mutex<Option<(Hash32, Option<TxTrace>)>>,
 }
 
@@ -68,6 +70,8 @@ impl SubnetMachine {
             reserved: keys::reserved(),
             contracts: Mutex::new(HashMap::new()),
             signatures: VerifiedSignatures::new(),
+            params_memo: values::Memo::default(),
+            contract_memo: values::Memo::default(),
             trace: Mutex::new(None),
         }
     }
@@ -117,6 +121,14 @@ impl SubnetMachine {
     /// The consensus parameters in `state`.
     pub fn params(state: &dyn StateView) -> Result<Params, LedgerError> {
         Ok(values::get(state, keys::PARAMS.as_bytes())?.unwrap_or_default())
+    }
+
+    /// The consensus parameters in `state`, decoded once per change.
+    pub(super) fn params_of(&self, state: &dyn StateView) -> Result<Params, LedgerError> {
+        Ok(self
+            .params_memo
+            .read(state, keys::PARAMS.as_bytes(), |b| rmp_serde::from_slice(b).ok())?
+            .unwrap_or_default())
     }
 
     /// The admin in `state`, if any.
@@ -181,7 +193,7 @@ impl SubnetMachine {
         op: &AppliedOp<'_>,
     ) -> Result<Verdict, LedgerError> {
         self.prune_guards(state, op.height)?;
-        let params = Self::params(state)?;
+        let params = self.params_of(state)?;
         let max = (CHUNK_BYTES + 1024).max(params.max_tx_bytes as usize);
         if op.bytes.len() > max {
             return Ok(Err(format!("op of {} bytes is oversized", op.bytes.len())));

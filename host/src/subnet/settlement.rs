@@ -12,6 +12,7 @@ use crate::codec;
 use crate::crypto::{
     BatchItem, Domain, DomainKind, Hash32, Keypair, PublicKey, Signature, VerifiedSignatures,
 };
+use super::values::Memo;
 use crate::store::StateView;
 
 /// What a valid settlement proves.
@@ -51,7 +52,12 @@ pub struct MsbTrust {
 impl MsbTrust {
     /// The trust recorded in `state`, if any.
     pub fn read(state: &dyn StateView) -> Option<(Hash32, Vec<PublicKey>)> {
-        let trust: MsbTrust = super::values::get(state, super::keys::MSB.as_bytes()).ok()??;
+        let bytes = state.get(super::keys::MSB.as_bytes()).ok()??;
+        Self::decode(&bytes)
+    }
+
+    fn decode(bytes: &[u8]) -> Option<(Hash32, Vec<PublicKey>)> {
+        let trust: MsbTrust = rmp_serde::from_slice(bytes).ok()?;
         let network = Hash32::from_hex(&trust.network).ok()?;
         let indexers = trust
             .indexers
@@ -97,6 +103,7 @@ impl Attestation {
 #[derive(Debug, Default)]
 pub struct AttestationVerifier {
     verified: VerifiedSignatures,
+    trust: Memo<(Hash32, Vec<PublicKey>)>,
 }
 
 impl AttestationVerifier {
@@ -110,7 +117,11 @@ impl SettlementVerifier for AttestationVerifier {
     fn verify(&self, state: &dyn StateView, proof: &[u8]) -> Result<Settlement, String> {
         let attestation: Attestation =
             codec::decode(proof).map_err(|e| format!("malformed attestation: {e}"))?;
-        let Some((network, indexers)) = MsbTrust::read(state) else {
+        let trust = self
+            .trust
+            .read(state, super::keys::MSB.as_bytes(), MsbTrust::decode)
+            .map_err(|e| format!("reading the MSB trust: {e}"))?;
+        let Some((network, indexers)) = trust else {
             return Err("the subnet trusts no MSB yet".into());
         };
         if attestation.network != network {

@@ -98,3 +98,44 @@ pub struct PinRecord {
     /// Whether it is pinned.
     pub pinned: bool,
 }
+
+/// A decoded system value remembered with the bytes it was decoded from, so that values read
+/// by every op (parameters, the MSB trust, the contract record) are decoded once per change.
+#[derive(Debug)]
+pub struct Memo<T> {
+    slot: std::sync::Mutex<Option<(Vec<u8>, T)>>,
+}
+
+impl<T> Default for Memo<T> {
+    fn default() -> Self {
+        Memo {
+            slot: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl<T: Clone> Memo<T> {
+    /// The value of `key` in `state` (`None` when absent or when `decode` refuses it),
+    /// decoding only when its bytes differ from the last ones seen.
+    pub fn read(
+        &self,
+        state: &dyn StateView,
+        key: &[u8],
+        decode: impl FnOnce(&[u8]) -> Option<T>,
+    ) -> Result<Option<T>, LedgerError> {
+        let Some(bytes) = state.get(key)? else {
+            return Ok(None);
+        };
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((seen, value)) = slot.as_ref()
+            && *seen == bytes
+        {
+            return Ok(Some(value.clone()));
+        }
+        let value = decode(&bytes);
+        if let Some(value) = &value {
+            *slot = Some((bytes, value.clone()));
+        }
+        Ok(value)
+    }
+}
