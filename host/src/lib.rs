@@ -22,6 +22,7 @@ pub mod cli;
 pub mod codec;
 pub mod crypto;
 pub mod ledger;
+pub mod msb;
 pub mod runtime;
 pub mod store;
 pub mod subnet;

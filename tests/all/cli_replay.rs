@@ -13,7 +13,8 @@ use trac_host::ledger::{AppliedOp, Ledger, LedgerError, Message, StateMachine};
 use trac_host::store::{StateAccess, Store, StoreError, StoreOptions, StoreRead};
 use trac_host::subnet::ops::deploy_ops;
 use trac_host::subnet::{
-    Action, Attestation, OpSigner, Settlement, SubnetMachine, SubnetOp, TxOp, encode_op,
+    Action, Attestation, OpSigner, Settlement, SettlementScheme, SubnetMachine, SubnetOp, TxOp,
+    encode_op,
 };
 
 use crate::subnet_support::{MSB_NETWORK, genesis, key, msb_indexer, open_node, runtime};
@@ -95,6 +96,7 @@ impl Built {
                 Action::SetMsbTrust {
                     network: MSB_NETWORK,
                     indexers: vec![msb_indexer().public()],
+                    scheme: SettlementScheme::Attested,
                 },
             ));
         }

@@ -10,7 +10,9 @@ use trac_host::subnet::ops::{
     CHUNK_BYTES, Envelope, MAX_ATTACHMENT_BYTES, MAX_ATTACHMENTS, MAX_FEATURE_KEY_BYTES,
     MAX_FEATURE_NAME_BYTES, MAX_NICK_BYTES, OP_VERSION, PARAM_CAPS, deploy_ops,
 };
-use trac_host::subnet::{Action, Params, SignedOp, SubnetMachine, SubnetOp, encode_op, keys};
+use trac_host::subnet::{
+    Action, Params, SettlementScheme, SignedOp, SubnetMachine, SubnetOp, encode_op, keys,
+};
 
 use crate::ledger_support::{NetConfig, Sim};
 use crate::subnet_support::{
@@ -1126,6 +1128,7 @@ fn actions_before_an_admin_exists_are_refused_without_panicking() {
         Action::SetMsbTrust {
             network: MSB_NETWORK,
             indexers: vec![msb_indexer().public()],
+            scheme: SettlementScheme::Attested,
         },
         Action::SetParams {
             params: Params::default(),
@@ -1221,6 +1224,7 @@ fn field_lengths_are_checked() {
             solo.admin(Action::SetMsbTrust {
                 network: MSB_NETWORK,
                 indexers: vec![],
+                scheme: SettlementScheme::Attested,
             }),
             "no MSB indexers",
         ),
@@ -1228,6 +1232,7 @@ fn field_lengths_are_checked() {
             solo.admin(Action::SetMsbTrust {
                 network: MSB_NETWORK,
                 indexers: (0..33).map(|i| key(100 + i).public()).collect(),
+                scheme: SettlementScheme::Attested,
             }),
             "33 MSB indexers",
         ),
@@ -1936,7 +1941,12 @@ fn settlements_must_come_from_the_trusted_msb_and_match_the_call() {
     solo.apply(vec![trust]);
     assert_eq!(
         solo.json("sys/msb"),
-        json!({"network": MSB_NETWORK.to_hex(), "indexers": [msb_indexer().public().to_hex()]})
+        json!({
+            "network": MSB_NETWORK.to_hex(),
+            "indexers": [msb_indexer().public().to_hex()],
+            "scheme": "Attested",
+            "changed_at": 0
+        })
     );
 
     let good = |solo: &Solo, tx: Hash32| solo.settlement(&user, tx, call, &nil);
@@ -2012,6 +2022,7 @@ fn settlements_must_come_from_the_trusted_msb_and_match_the_call() {
             Action::SetMsbTrust {
                 network: MSB_NETWORK,
                 indexers: vec![new_indexer.public()],
+                scheme: SettlementScheme::Attested,
             },
         )
     };
@@ -2233,6 +2244,7 @@ fn run_subnet_workload(seed: u64) -> Sim<SubnetMachine> {
     ops.push(w.admin(Action::SetMsbTrust {
         network: MSB_NETWORK,
         indexers: vec![msb_indexer().public()],
+        scheme: SettlementScheme::Attested,
     }));
     ops.extend(w.deploy(INTERCOM));
     ops.push(w.admin(Action::SetChatStatus { enabled: true }));

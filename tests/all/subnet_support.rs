@@ -11,8 +11,8 @@ use trac_host::runtime::{Runtime, RuntimeConfig};
 use trac_host::store::{Store, StoreOptions};
 use trac_host::subnet::ops::deploy_ops;
 use trac_host::subnet::{
-    Action, Attestation, OpSigner, Settlement, SignedOp, SubnetGenesis, SubnetMachine, SubnetOp,
-    TxOp, decode_op, encode_op, keys,
+    Action, Attestation, OpSigner, Settlement, SettlementScheme, SignedOp, SubnetGenesis,
+    SubnetMachine, SubnetOp, TxOp, decode_op, encode_op, keys,
 };
 
 use crate::ledger_support::{NetConfig, Sim};
@@ -383,6 +383,7 @@ impl Solo {
         self.admin(Action::SetMsbTrust {
             network: MSB_NETWORK,
             indexers: vec![msb_indexer().public()],
+            scheme: SettlementScheme::Attested,
         })
     }
 

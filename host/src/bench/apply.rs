@@ -28,8 +28,8 @@ use crate::runtime::{
 use crate::store::{StateView, Store, StoreOptions};
 use crate::subnet::ops::deploy_ops;
 use crate::subnet::{
-    Action, Attestation, OpSigner, Settlement, SubnetGenesis, SubnetMachine, SubnetOp, TxOp,
-    TxRecord, decode_op, encode_op,
+    Action, Attestation, OpSigner, Settlement, SettlementScheme, SubnetGenesis, SubnetMachine,
+    SubnetOp, TxOp, TxRecord, decode_op, encode_op,
 };
 
 /// The SDK probe contract (its `fill` writes `n` keys).
@@ -164,6 +164,7 @@ impl Node {
             Action::SetMsbTrust {
                 network: MSB_NETWORK,
                 indexers: vec![msb_indexer().public()],
+                scheme: SettlementScheme::Attested,
             },
             expires,
         ));

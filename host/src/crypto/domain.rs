@@ -33,6 +33,8 @@ pub enum DomainKind {
     Welcome,
     /// Derivation of a subnet id from its creator and channel.
     SubnetId,
+    /// Derivation of an MSB network id from its genesis.
+    MsbNetwork,
     /// A record (key and value) of the key/value state, expanded into the state lattice.
     StateRecord,
     /// Associated data of an encrypted keystore.
@@ -41,7 +43,7 @@ pub enum DomainKind {
 
 impl DomainKind {
     /// Every kind, in a fixed order (used by tests and documentation).
-    pub const ALL: [DomainKind; 11] = [
+    pub const ALL: [DomainKind; 12] = [
         DomainKind::MsbOp,
         DomainKind::SubnetOp,
         DomainKind::LogEntry,
@@ -51,6 +53,7 @@ impl DomainKind {
         DomainKind::Invite,
         DomainKind::Welcome,
         DomainKind::SubnetId,
+        DomainKind::MsbNetwork,
         DomainKind::StateRecord,
         DomainKind::Keystore,
     ];
@@ -67,6 +70,7 @@ impl DomainKind {
             DomainKind::Invite => "invite",
             DomainKind::Welcome => "welcome",
             DomainKind::SubnetId => "subnet-id",
+            DomainKind::MsbNetwork => "msb-network",
             DomainKind::StateRecord => "state-record",
             DomainKind::Keystore => "keystore",
         }

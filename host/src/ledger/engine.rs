@@ -1217,6 +1217,17 @@ impl<M: StateMachine> Ledger<M> {
             .collect())
     }
 
+    /// The acks stored for the checkpoint at `height` (for a final one: those that made it
+    /// final).
+    pub fn acks(&self, height: u64) -> Result<Vec<Ack>, LedgerError> {
+        let read = self.store.read()?;
+        Ok(read
+            .scan_prefix(&self.tables.acks, &height.to_be_bytes(), usize::MAX)?
+            .into_iter()
+            .map(|(_, ack)| ack)
+            .collect())
+    }
+
     /// A stored checkpoint.
     pub fn checkpoint(&self, height: u64) -> Result<Option<Checkpoint>, LedgerError> {
         Ok(self.store.read()?.get(&self.tables.checkpoints, &height)?)

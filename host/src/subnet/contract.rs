@@ -220,12 +220,12 @@ impl SubnetMachine {
         &self,
         state: &dyn StateView,
     ) -> Result<Option<Arc<Contract>>, LedgerError> {
-        let record = self
-            .contract_memo
-            .read(state, keys::CONTRACT_CURRENT.as_bytes(), |bytes| {
-                let record: ContractRecord = rmp_serde::from_slice(bytes).ok()?;
-                Hash32::from_hex(&record.hash).ok()
-            })?;
+        let record =
+            self.contract_memo
+                .read(state, keys::CONTRACT_CURRENT.as_bytes(), |bytes| {
+                    let record: ContractRecord = rmp_serde::from_slice(bytes).ok()?;
+                    Hash32::from_hex(&record.hash).ok()
+                })?;
         let Some(code) = record else {
             if state.get(keys::CONTRACT_CURRENT.as_bytes())?.is_some() {
                 return Err(LedgerError::Node("corrupt contract record".into()));

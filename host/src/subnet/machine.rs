@@ -9,7 +9,7 @@ use super::keys;
 use super::ops::{
     self, Action, CHUNK_BYTES, MAX_INDEXERS, MAX_SYSTEM_OP_BYTES, Params, SignedOp, SubnetOp,
 };
-use super::settlement::{AttestationVerifier, MsbTrust, SettlementVerifier};
+use super::settlement::{MsbTrust, SettlementVerifier};
 use super::values::{self, on_off};
 use crate::crypto::{BatchItem, Hash32, PublicKey, Signature, VerifiedSignatures};
 use crate::ledger::{AppliedOp, LedgerError, StateMachine};
@@ -76,9 +76,14 @@ impl SubnetMachine {
         }
     }
 
-    /// The machine of `genesis` with the standard settlement verifier.
+    /// The machine of `genesis` with the standard settlement verifier (MSB proofs, or
+    /// attestations when the subnet's admin chose that scheme).
     pub fn standard(genesis: SubnetGenesis, runtime: Arc<Runtime>) -> Self {
-        Self::new(genesis, runtime, Arc::new(AttestationVerifier::new()))
+        Self::new(
+            genesis,
+            runtime,
+            Arc::new(crate::msb::StandardVerifier::new()),
+        )
     }
 
     /// The genesis recorded in a subnet's state (`sys/subnet`), so that a store or an exported
@@ -127,7 +132,9 @@ impl SubnetMachine {
     pub(super) fn params_of(&self, state: &dyn StateView) -> Result<Params, LedgerError> {
         Ok(self
             .params_memo
-            .read(state, keys::PARAMS.as_bytes(), |b| rmp_serde::from_slice(b).ok())?
+            .read(state, keys::PARAMS.as_bytes(), |b| {
+                rmp_serde::from_slice(b).ok()
+            })?
             .unwrap_or_default())
     }
 
@@ -223,6 +230,12 @@ impl SubnetMachine {
             SubnetOp::ContractChunk { hash, index, bytes } => {
                 self.contract_chunk(state, op, &params, &hash, index, &bytes)
             }
+            SubnetOp::MsbIndexerChange { proof } => {
+                if op.bytes.len() > params.max_tx_bytes as usize {
+                    return Ok(Err("oversized indexer change".into()));
+                }
+                self.msb_indexer_change(state, &proof)
+            }
             SubnetOp::Tx(tx) => {
                 if op.bytes.len() > params.max_tx_bytes as usize {
                     return Ok(Err(format!(
@@ -234,6 +247,51 @@ impl SubnetMachine {
                 self.apply_tx(state, op, &params, &tx)
             }
         }
+    }
+
+    fn msb_indexer_change(
+        &self,
+        state: &mut dyn StateAccess,
+        proof: &[u8],
+    ) -> Result<Verdict, LedgerError> {
+        let change = match self.verifier.verify_indexer_change(&*state, proof) {
+            Ok(change) => change,
+            Err(e) => return Ok(Err(format!("MSB indexer change refused: {e}"))),
+        };
+        let Some(mut trust) = values::get::<MsbTrust>(state, keys::MSB.as_bytes())? else {
+            return Ok(Err("the subnet trusts no MSB yet".into()));
+        };
+        if change.height < trust.changed_at {
+            return Ok(Err(
+                "an older MSB indexer change than the last one applied".into()
+            ));
+        }
+        let guard = keys::tx_by_hash(&change.tx_hash);
+        if state.get(&guard)?.is_some() {
+            return Ok(Err("this MSB indexer change is already applied".into()));
+        }
+        let hex = change.key.to_hex();
+        if change.added {
+            if trust.indexers.contains(&hex) {
+                return Ok(Err(format!("{} is already trusted", change.key)));
+            }
+            if trust.indexers.len() >= MAX_INDEXERS {
+                return Ok(Err("too many trusted MSB indexers".into()));
+            }
+            trust.indexers.push(hex);
+        } else {
+            if !trust.indexers.contains(&hex) {
+                return Ok(Err(format!("{} is not trusted", change.key)));
+            }
+            if trust.indexers.len() == 1 {
+                return Ok(Err("the last trusted MSB indexer cannot be removed".into()));
+            }
+            trust.indexers.retain(|k| *k != hex);
+        }
+        trust.changed_at = change.height;
+        values::put(state, keys::MSB.as_bytes(), &trust)?;
+        values::put(state, &guard, &change.height)?;
+        Ok(Ok(()))
     }
 
     fn add_admin(
@@ -398,10 +456,16 @@ impl SubnetMachine {
             Action::DeployContract { hash, size, chunks } => {
                 self.announce_deploy(state, op, params, signed.expires, hash, *size, chunks)
             }
-            Action::SetMsbTrust { network, indexers } => {
+            Action::SetMsbTrust {
+                network,
+                indexers,
+                scheme,
+            } => {
                 let trust = MsbTrust {
                     network: network.to_hex(),
                     indexers: indexers.iter().map(PublicKey::to_hex).collect(),
+                    scheme: *scheme,
+                    changed_at: 0,
                 };
                 values::put(state, keys::MSB.as_bytes(), &trust)?;
                 Ok(Ok(()))

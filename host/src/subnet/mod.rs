@@ -24,7 +24,10 @@ use serde::{Deserialize, Serialize};
 pub use contract::{ContractRecord, DeployRecord, TraceRead, TxRecord, TxTrace};
 pub use machine::SubnetMachine;
 pub use ops::{Action, OpSigner, Params, SignedOp, SubnetOp, TxOp, decode_op, encode_op};
-pub use settlement::{Attestation, AttestationVerifier, MsbTrust, Settlement, SettlementVerifier};
+pub use settlement::{
+    Attestation, AttestationVerifier, IndexerChange, MsbTrust, Settlement, SettlementScheme,
+    SettlementVerifier,
+};
 pub use values::ChatMessage;
 
 use crate::crypto::{Domain, DomainKind, Hash32, PublicKey};

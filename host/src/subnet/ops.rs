@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+use super::settlement::SettlementScheme;
 use crate::codec;
 use crate::crypto::{Domain, DomainKind, Hash32, Keypair, PublicKey, Signature};
 use crate::runtime::{HARD_CAPS, Limits};
@@ -67,6 +68,12 @@ pub enum SubnetOp {
     },
     /// A contract transaction settled on MSB.
     Tx(TxOp),
+    /// A change of the MSB indexer set the subnet trusts, with the MSB proof of the admin op
+    /// that made it (any writer may relay it).
+    MsbIndexerChange {
+        /// The settlement proof of the MSB `addIndexer` / `removeIndexer` op.
+        proof: ByteBuf,
+    },
 }
 
 /// A settled contract transaction: the call and the settlement that authorises it.
@@ -278,6 +285,8 @@ pub enum Action {
         network: Hash32,
         /// Its indexer keys (1 to 32).
         indexers: Vec<PublicKey>,
+        /// How settlements are proven.
+        scheme: SettlementScheme,
     },
     /// Admin: sets the consensus parameters (within the protocol hard caps).
     SetParams {

@@ -8,11 +8,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::values::Memo;
 use crate::codec;
 use crate::crypto::{
     BatchItem, Domain, DomainKind, Hash32, Keypair, PublicKey, Signature, VerifiedSignatures,
 };
-use super::values::Memo;
 use crate::store::StateView;
 
 /// What a valid settlement proves.
@@ -30,10 +30,43 @@ pub struct Settlement {
     pub content: Hash32,
 }
 
+/// A change of the MSB indexer set, proven by an MSB admin op in a final checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexerChange {
+    /// The admin op's tx hash (the subnet's replay guard).
+    pub tx_hash: Hash32,
+    /// The MSB checkpoint that applied it (changes apply in height order).
+    pub height: u64,
+    /// The indexer.
+    pub key: PublicKey,
+    /// Added (`true`) or removed.
+    pub added: bool,
+}
+
+/// How a subnet accepts settlements (`sys/msb`), chosen by its admin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SettlementScheme {
+    /// A proof: the MSB op, its receipt and Merkle path, and its checkpoint signed by a
+    /// majority of the trusted MSB indexers.
+    Checkpointed,
+    /// An attestation signed by any one trusted MSB indexer (a single settlement authority:
+    /// single-operator networks, tests and benchmarks).
+    Attested,
+}
+
 /// Checks settlement proofs. Must be deterministic: same state and proof, same answer.
 pub trait SettlementVerifier: Send + Sync {
     /// The settlement `proof` proves, or why it is refused.
     fn verify(&self, state: &dyn StateView, proof: &[u8]) -> Result<Settlement, String>;
+
+    /// The MSB indexer change `proof` proves, or why it is refused.
+    fn verify_indexer_change(
+        &self,
+        _state: &dyn StateView,
+        _proof: &[u8],
+    ) -> Result<IndexerChange, String> {
+        Err("this verifier does not follow MSB indexer changes".into())
+    }
 
     /// Called with the proofs of a batch of ops before they are applied, so that an
     /// implementation can verify their signatures in one batch. Optional.
@@ -47,6 +80,10 @@ pub struct MsbTrust {
     pub network: String,
     /// The trusted MSB indexer keys (hex).
     pub indexers: Vec<String>,
+    /// How settlements are proven.
+    pub scheme: SettlementScheme,
+    /// MSB height of the last indexer change applied.
+    pub changed_at: u64,
 }
 
 impl MsbTrust {
@@ -54,6 +91,14 @@ impl MsbTrust {
     pub fn read(state: &dyn StateView) -> Option<(Hash32, Vec<PublicKey>)> {
         let bytes = state.get(super::keys::MSB.as_bytes()).ok()??;
         Self::decode(&bytes)
+    }
+
+    /// The scheme recorded in `state`, if any.
+    pub fn scheme(state: &dyn StateView) -> Option<SettlementScheme> {
+        let bytes = state.get(super::keys::MSB.as_bytes()).ok()??;
+        rmp_serde::from_slice::<MsbTrust>(&bytes)
+            .ok()
+            .map(|t| t.scheme)
     }
 
     fn decode(bytes: &[u8]) -> Option<(Hash32, Vec<PublicKey>)> {
