@@ -371,18 +371,27 @@ impl<M: StateMachine> Ledger<M> {
         confirmed: bool,
         f: impl FnOnce(&dyn StateAccess) -> T,
     ) -> Result<T, LedgerError> {
+        self.read_with_machine(confirmed, |state, _| f(state))
+    }
+
+    /// Like [`Ledger::read`], with the state machine at hand (to dry-run ops on the view).
+    pub fn read_with_machine<T>(
+        &mut self,
+        confirmed: bool,
+        f: impl FnOnce(&dyn StateAccess, &M) -> T,
+    ) -> Result<T, LedgerError> {
         let store = self.store.clone();
         let read = store.read()?;
         if confirmed {
             let overlay = Overlay::new(&read)?;
-            return Ok(f(&overlay));
+            return Ok(f(&overlay, &self.machine));
         }
         if self.unconfirmed.is_none() {
             let diff = self.compute_unconfirmed(&read)?;
             self.unconfirmed = Some(diff);
         }
         let overlay = Overlay::with_diff(&read, self.unconfirmed.as_ref().expect("set above"))?;
-        Ok(f(&overlay))
+        Ok(f(&overlay, &self.machine))
     }
 
     /// Appends ops to this node's own log (local-first: works offline). Returns the entry to

@@ -185,8 +185,71 @@ pub fn supply(state: &dyn StateView) -> Result<Supply, LedgerError> {
     Ok(read(state, keys::SUPPLY)?.unwrap_or_default())
 }
 
+/// Why the rules refused an op, by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RefusalCode {
+    /// The op does not decode or is oversized.
+    Malformed,
+    /// A user op appended by another writer than its validator.
+    WrongAppender,
+    /// The requester is the validator.
+    SelfValidation,
+    /// The co-signer is not a validator.
+    NotAValidator,
+    /// Outside its validity window.
+    Expired,
+    /// Its tx hash is applied already.
+    Duplicate,
+    /// A signature does not verify.
+    BadSignature,
+    /// The requester has no account.
+    NoAccount,
+    /// Not enough balance for the fee (and amount, stake).
+    InsufficientBalance,
+    /// A field is out of range or not a valid key.
+    InvalidField,
+    /// The subnet is registered already.
+    AlreadyDeployed,
+    /// The subnet is not registered.
+    NotDeployed,
+    /// Only whitelisted accounts may do this.
+    NotWhitelisted,
+    /// The account's role does not allow it.
+    Role,
+    /// The network has no admin.
+    NoAdmin,
+    /// Not signed (or appended) by the admin.
+    NotAdmin,
+    /// The network has no faucet.
+    NoFaucet,
+    /// The faucet funded this peer already.
+    AlreadyFunded,
+    /// A balance would overflow.
+    Overflow,
+    /// The last indexer cannot go.
+    LastIndexer,
+    /// The indexer set is full.
+    TooManyIndexers,
+}
+
 /// Why the rules refused an op (recorded in its receipt; state unchanged).
-type Verdict = Result<Effects, String>;
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct Refusal {
+    /// The kind.
+    pub code: RefusalCode,
+    /// What exactly.
+    pub message: String,
+}
+
+fn no(code: RefusalCode, message: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        message: message.into(),
+    }
+}
+
+type Verdict = Result<Effects, Refusal>;
 
 /// What an accepted op changes, computed before anything is written.
 #[derive(Default)]
@@ -234,29 +297,36 @@ impl<'s> Ledgerbook<'s> {
     }
 
     /// Takes `amount` from `key`'s balance.
-    fn debit(&mut self, key: &PublicKey, amount: u128) -> Result<Result<(), String>, LedgerError> {
+    fn debit(&mut self, key: &PublicKey, amount: u128) -> Result<Result<(), Refusal>, LedgerError> {
         let account = self.get(key)?;
         match account.balance.checked_sub(amount) {
             Some(rest) => {
                 account.balance = rest;
                 Ok(Ok(()))
             }
-            None => Ok(Err(format!(
-                "insufficient balance: {} TNK available, {} TNK needed",
-                ops::format_amount(account.balance),
-                ops::format_amount(amount)
+            None => Ok(Err(no(
+                RefusalCode::InsufficientBalance,
+                format!(
+                    "insufficient balance: {} TNK available, {} TNK needed",
+                    ops::format_amount(account.balance),
+                    ops::format_amount(amount)
+                ),
             ))),
         }
     }
 
-    fn credit(&mut self, key: &PublicKey, amount: u128) -> Result<Result<(), String>, LedgerError> {
+    fn credit(
+        &mut self,
+        key: &PublicKey,
+        amount: u128,
+    ) -> Result<Result<(), Refusal>, LedgerError> {
         let account = self.get(key)?;
         match account.balance.checked_add(amount) {
             Some(total) => {
                 account.balance = total;
                 Ok(Ok(()))
             }
-            None => Ok(Err("balance overflow".into())),
+            None => Ok(Err(no(RefusalCode::Overflow, "balance overflow"))),
         }
     }
 }
@@ -299,15 +369,17 @@ impl MsbMachine {
         read(state, keys::GENESIS)
     }
 
-    fn check_expiry(height: u64, expires: u64) -> Result<(), String> {
+    fn check_expiry(height: u64, expires: u64) -> Result<(), Refusal> {
         if height > expires {
-            return Err(format!(
-                "expired at height {expires} (applying at {height})"
+            return Err(no(
+                RefusalCode::Expired,
+                format!("expired at height {expires} (applying at {height})"),
             ));
         }
         if expires > height.saturating_add(MAX_OP_TTL) {
-            return Err(format!(
-                "expiry {expires} is more than {MAX_OP_TTL} heights ahead"
+            return Err(no(
+                RefusalCode::Expired,
+                format!("expiry {expires} is more than {MAX_OP_TTL} heights ahead"),
             ));
         }
         Ok(())
@@ -323,37 +395,55 @@ impl MsbMachine {
         let body = &complete.body;
         let validator = complete.validator;
         if op.writer != validator {
-            return Ok(Err("appended by a writer other than its validator".into()));
+            return Ok(Err(no(
+                RefusalCode::WrongAppender,
+                "appended by a writer other than its validator",
+            )));
         }
         if body.requester == validator {
-            return Ok(Err("the requester cannot validate its own operation".into()));
+            return Ok(Err(no(
+                RefusalCode::SelfValidation,
+                "the requester cannot validate its own operation",
+            )));
         }
         if !account(state, &validator)?.has(ROLE_VALIDATOR) {
-            return Ok(Err(format!("{validator} is not a validator")));
+            return Ok(Err(no(
+                RefusalCode::NotAValidator,
+                format!("{validator} is not a validator"),
+            )));
         }
         if let Err(e) = Self::check_expiry(op.height, body.expires) {
             return Ok(Err(e));
         }
         if state.get(&keys::tx(tx_hash))?.is_some() {
-            return Ok(Err("duplicate transaction".into()));
+            return Ok(Err(no(RefusalCode::Duplicate, "duplicate transaction")));
         }
         if !self
             .signatures
             .verify(&body.requester, tx_hash, &complete.requester_sig)
         {
-            return Ok(Err("the requester's signature does not verify".into()));
+            return Ok(Err(no(
+                RefusalCode::BadSignature,
+                "the requester's signature does not verify",
+            )));
         }
         let validation = PartialOp::validation_hash(&self.network, tx_hash, &validator);
         if !self
             .signatures
             .verify(&validator, &validation, &complete.validator_sig)
         {
-            return Ok(Err("the validator's signature does not verify".into()));
+            return Ok(Err(no(
+                RefusalCode::BadSignature,
+                "the validator's signature does not verify",
+            )));
         }
         let requester = body.requester;
         let mut book = Ledgerbook::new(state);
         if !book.exists(&requester)? {
-            return Ok(Err(format!("requester {requester} has no account")));
+            return Ok(Err(no(
+                RefusalCode::NoAccount,
+                format!("requester {requester} has no account"),
+            )));
         }
         let mut effects = Effects {
             fee: FEE,
@@ -364,7 +454,10 @@ impl MsbMachine {
         match &body.action {
             UserAction::Transfer { to, amount } => {
                 if to.validate().is_err() {
-                    return Ok(Err("the recipient is not a valid public key".into()));
+                    return Ok(Err(no(
+                        RefusalCode::InvalidField,
+                        "the recipient is not a valid public key",
+                    )));
                 }
                 if let Err(e) = book.debit(&requester, FEE)? {
                     return Ok(Err(e));
@@ -383,15 +476,24 @@ impl MsbMachine {
                     || channel.len() > MAX_CHANNEL_BYTES
                     || channel.chars().any(char::is_control)
                 {
-                    return Ok(Err(format!(
-                        "subnet channel must be 1 to {MAX_CHANNEL_BYTES} bytes without control characters"
+                    return Ok(Err(no(
+                        RefusalCode::InvalidField,
+                        format!(
+                            "subnet channel must be 1 to {MAX_CHANNEL_BYTES} bytes without control characters"
+                        ),
                     )));
                 }
                 if *subnet == self.network {
-                    return Ok(Err("a subnet cannot have the MSB network's id".into()));
+                    return Ok(Err(no(
+                        RefusalCode::InvalidField,
+                        "a subnet cannot have the MSB network's id",
+                    )));
                 }
                 if deployment(state, subnet)?.is_some() {
-                    return Ok(Err(format!("subnet {subnet} is already deployed")));
+                    return Ok(Err(no(
+                        RefusalCode::AlreadyDeployed,
+                        format!("subnet {subnet} is already deployed"),
+                    )));
                 }
                 if let Err(e) = book.debit(&requester, FEE)? {
                     return Ok(Err(e));
@@ -407,7 +509,10 @@ impl MsbMachine {
             }
             UserAction::Tx { subnet, .. } => {
                 let Some(deployed) = deployment(state, subnet)? else {
-                    return Ok(Err(format!("subnet {subnet} is not deployed")));
+                    return Ok(Err(no(
+                        RefusalCode::NotDeployed,
+                        format!("subnet {subnet} is not deployed"),
+                    )));
                 };
                 if let Err(e) = book.debit(&requester, FEE)? {
                     return Ok(Err(e));
@@ -424,12 +529,13 @@ impl MsbMachine {
             UserAction::JoinValidators => {
                 let account = *book.get(&requester)?;
                 if !account.has(ROLE_WHITELISTED) {
-                    return Ok(Err(
-                        "only whitelisted accounts can join the validators".into()
-                    ));
+                    return Ok(Err(no(
+                        RefusalCode::NotWhitelisted,
+                        "only whitelisted accounts can join the validators",
+                    )));
                 }
                 if account.has(ROLE_VALIDATOR) {
-                    return Ok(Err("already a validator".into()));
+                    return Ok(Err(no(RefusalCode::Role, "already a validator")));
                 }
                 if let Err(e) = book.debit(&requester, FEE + STAKE)? {
                     return Ok(Err(e));
@@ -442,12 +548,13 @@ impl MsbMachine {
             UserAction::LeaveValidators => {
                 let account = *book.get(&requester)?;
                 if !account.has(ROLE_VALIDATOR) {
-                    return Ok(Err("not a validator".into()));
+                    return Ok(Err(no(RefusalCode::Role, "not a validator")));
                 }
                 if account.has(ROLE_INDEXER) || account.has(ROLE_ADMIN) {
-                    return Ok(Err(
-                        "indexers and the admin cannot leave the validators".into()
-                    ));
+                    return Ok(Err(no(
+                        RefusalCode::Role,
+                        "indexers and the admin cannot leave the validators",
+                    )));
                 }
                 if let Err(e) = book.debit(&requester, FEE)? {
                     return Ok(Err(e));
@@ -484,19 +591,19 @@ impl MsbMachine {
         tx_hash: &Hash32,
     ) -> Result<Verdict, LedgerError> {
         let Some(admin_key) = admin(state)? else {
-            return Ok(Err("the network has no admin".into()));
+            return Ok(Err(no(RefusalCode::NoAdmin, "the network has no admin")));
         };
         if let Err(e) = Self::check_expiry(op.height, admin_op.expires) {
             return Ok(Err(e));
         }
         if state.get(&keys::tx(tx_hash))?.is_some() {
-            return Ok(Err("duplicate transaction".into()));
+            return Ok(Err(no(RefusalCode::Duplicate, "duplicate transaction")));
         }
         if !self
             .signatures
             .verify(&admin_key, tx_hash, &admin_op.signature)
         {
-            return Ok(Err("not signed by the admin".into()));
+            return Ok(Err(no(RefusalCode::NotAdmin, "not signed by the admin")));
         }
         let mut book = Ledgerbook::new(state);
         let mut effects = Effects::default();
@@ -506,11 +613,14 @@ impl MsbMachine {
         match &admin_op.action {
             AdminAction::Whitelist { account } => {
                 if account.validate().is_err() {
-                    return Ok(Err("not a valid public key".into()));
+                    return Ok(Err(no(RefusalCode::InvalidField, "not a valid public key")));
                 }
                 let target = book.get(account)?;
                 if target.has(ROLE_WHITELISTED) {
-                    return Ok(Err(format!("{account} is already whitelisted")));
+                    return Ok(Err(no(
+                        RefusalCode::Role,
+                        format!("{account} is already whitelisted"),
+                    )));
                 }
                 target.role |= ROLE_WHITELISTED;
                 fee = 0;
@@ -518,11 +628,15 @@ impl MsbMachine {
             AdminAction::AddIndexer { key } => {
                 let target = book.get(key)?;
                 if !target.has(ROLE_VALIDATOR) || target.has(ROLE_INDEXER) {
-                    return Ok(Err(format!("{key} must be a validator and not an indexer")));
+                    return Ok(Err(no(
+                        RefusalCode::Role,
+                        format!("{key} must be a validator and not an indexer"),
+                    )));
                 }
                 if indexers.len() >= MAX_INDEXERS {
-                    return Ok(Err(format!(
-                        "the network has {MAX_INDEXERS} indexers already"
+                    return Ok(Err(no(
+                        RefusalCode::TooManyIndexers,
+                        format!("the network has {MAX_INDEXERS} indexers already"),
                     )));
                 }
                 target.role |= ROLE_INDEXER;
@@ -532,10 +646,16 @@ impl MsbMachine {
             AdminAction::RemoveIndexer { key } => {
                 let target = book.get(key)?;
                 if !target.has(ROLE_INDEXER) {
-                    return Ok(Err(format!("{key} is not an indexer")));
+                    return Ok(Err(no(
+                        RefusalCode::Role,
+                        format!("{key} is not an indexer"),
+                    )));
                 }
                 if indexers.len() == 1 {
-                    return Ok(Err("the last indexer cannot be removed".into()));
+                    return Ok(Err(no(
+                        RefusalCode::LastIndexer,
+                        "the last indexer cannot be removed",
+                    )));
                 }
                 target.role &= !ROLE_INDEXER;
                 indexers.retain(|k| k != key);
@@ -544,10 +664,16 @@ impl MsbMachine {
             AdminAction::RemoveValidator { key } => {
                 let target = book.get(key)?;
                 if target.has(ROLE_INDEXER) || target.has(ROLE_ADMIN) {
-                    return Ok(Err("indexers and the admin cannot be removed".into()));
+                    return Ok(Err(no(
+                        RefusalCode::Role,
+                        "indexers and the admin cannot be removed",
+                    )));
                 }
                 if !target.has(ROLE_WHITELISTED) && !target.has(ROLE_VALIDATOR) {
-                    return Ok(Err(format!("{key} is neither whitelisted nor a validator")));
+                    return Ok(Err(no(
+                        RefusalCode::Role,
+                        format!("{key} is neither whitelisted nor a validator"),
+                    )));
                 }
                 if target.has(ROLE_VALIDATOR) {
                     effects.writers_removed.push(*key);
@@ -560,7 +686,10 @@ impl MsbMachine {
         if fee > 0
             && let Err(e) = book.debit(&admin_key, fee)?
         {
-            return Ok(Err(format!("the admin cannot pay the fee: {e}")));
+            return Ok(Err(no(
+                RefusalCode::InsufficientBalance,
+                format!("the admin cannot pay the fee: {e}"),
+            )));
         }
         effects.fee = fee;
         effects.burned = fee;
@@ -575,16 +704,22 @@ impl MsbMachine {
         to: &PublicKey,
     ) -> Result<Verdict, LedgerError> {
         let Some(amount) = self.genesis.faucet else {
-            return Ok(Err("this network has no faucet".into()));
+            return Ok(Err(no(RefusalCode::NoFaucet, "this network has no faucet")));
         };
         if admin(state)? != Some(op.writer) {
-            return Ok(Err("only the admin's log can use the faucet".into()));
+            return Ok(Err(no(
+                RefusalCode::NotAdmin,
+                "only the admin's log can use the faucet",
+            )));
         }
         if to.validate().is_err() {
-            return Ok(Err("not a valid public key".into()));
+            return Ok(Err(no(RefusalCode::InvalidField, "not a valid public key")));
         }
         if state.get(&keys::faucet(to))?.is_some() {
-            return Ok(Err(format!("{to} was funded already")));
+            return Ok(Err(no(
+                RefusalCode::AlreadyFunded,
+                format!("{to} was funded already"),
+            )));
         }
         let mut book = Ledgerbook::new(state);
         if let Err(e) = book.credit(to, amount)? {
@@ -746,7 +881,12 @@ impl StateMachine for MsbMachine {
         };
         let tx_hash = self.op_hash(&decoded, op.bytes);
         let (kind, requester, validator, verdict) = match &decoded {
-            Err(e) => ("malformed", None, None, Err(format!("malformed op: {e}"))),
+            Err(e) => (
+                "malformed",
+                None,
+                None,
+                Err(no(RefusalCode::Malformed, format!("malformed op: {e}"))),
+            ),
             Ok(MsbOp::User(user)) => (
                 user.body.action.name(),
                 Some(user.body.requester),

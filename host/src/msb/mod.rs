@@ -9,17 +9,20 @@
 mod machine;
 pub mod ops;
 pub mod proof;
+pub mod validator;
 
 use serde::{Deserialize, Serialize};
 
 pub use machine::{
     Account, Deployment, MsbMachine, ROLE_ADMIN, ROLE_INDEXER, ROLE_VALIDATOR, ROLE_WHITELISTED,
-    Supply, TxLocation, account, admin, deployment, indexer_set, keys, supply, tx_location,
+    Refusal, RefusalCode, Supply, TxLocation, account, admin, deployment, indexer_set, keys,
+    supply, tx_location,
 };
 pub use ops::{
     AdminAction, AdminOp, CompleteOp, FEE, MsbOp, PartialOp, STAKE, TNK, UserAction, UserBody,
 };
 pub use proof::{ProofError, ProofVerifier, SettlementProof, StandardVerifier};
+pub use validator::{Rejection, SubmitError, Validator};
 
 use crate::codec;
 use crate::crypto::{Domain, DomainKind, Hash32, PublicKey};
@@ -71,5 +74,5 @@ pub struct Receipt {
     #[serde(with = "codec::be_u128")]
     pub fee: u128,
     /// Why the op was refused (nothing changed), if it was.
-    pub error: Option<String>,
+    pub error: Option<Refusal>,
 }
