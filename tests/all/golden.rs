@@ -13,6 +13,7 @@ use trac_host::crypto::{Domain, DomainKind, Hash32, Keypair, PublicKey, decode_a
 use trac_host::ledger::{
     Ack, Checkpoint, CheckpointBody, LedgerLimits, LogEntry, LogFrontier, merkle,
 };
+use trac_host::msb::{MsbGenesis, PartialOp, Receipt, UserAction, UserBody};
 use trac_host::runtime::{CallContext, OpKind, runtime_protocol_version};
 use trac_host::store::Lattice;
 use trac_host::subnet::{Action, SignedOp, SubnetGenesis, SubnetOp, TxOp, decode_op, encode_op};
@@ -326,6 +327,50 @@ fn protocol_document_vectors_match_the_code() {
                 let subnet = Hash32(arr::<32>(v, "subnet"));
                 let content = TxOp::content_hash(&subnet, field(v, "function"), &bytes(v, "args"));
                 check.eq(v, "content", &content.to_hex());
+            }
+            "msb-network" => {
+                let genesis = MsbGenesis {
+                    admin: PublicKey(arr::<32>(v, "admin")),
+                    salt: arr::<16>(v, "salt"),
+                    funds: vec![(
+                        PublicKey(arr::<32>(v, "fund-key")),
+                        field(v, "fund-amount").parse().expect("number"),
+                    )],
+                    faucet: Some(field(v, "faucet").parse().expect("number")),
+                };
+                check.eq(v, "id", &genesis.id().to_hex());
+            }
+            "msb-user-op" => {
+                let network = Hash32(arr::<32>(v, "network"));
+                let requester = Keypair::from_seed(&arr::<32>(v, "requester-seed"));
+                let validator = Keypair::from_seed(&arr::<32>(v, "validator-seed"));
+                let body = UserBody {
+                    action: UserAction::Transfer {
+                        to: PublicKey(arr::<32>(v, "to")),
+                        amount: field(v, "amount").parse().expect("number"),
+                    },
+                    requester: requester.public(),
+                    nonce: field(v, "nonce").parse().expect("number"),
+                    expires: field(v, "expires").parse().expect("number"),
+                };
+                let partial = PartialOp::sign(&requester, &network, body);
+                check.eq(v, "tx-hash", &partial.body.tx_hash(&network).to_hex());
+                check.eq(v, "requester-sig", &partial.requester_sig.to_hex());
+                let complete = partial.complete(&validator, &network);
+                check.eq(v, "validator-sig", &complete.validator_sig.to_hex());
+            }
+            "msb-receipt" => {
+                let receipt = Receipt {
+                    tx_hash: Hash32(arr::<32>(v, "tx-hash")),
+                    kind: "transfer".into(),
+                    requester: Some(PublicKey(arr::<32>(v, "requester"))),
+                    validator: Some(PublicKey(arr::<32>(v, "validator"))),
+                    fee: field(v, "fee").parse().expect("number"),
+                    error: None,
+                };
+                let bytes = codec::encode(&receipt);
+                check.eq(v, "bytes", &hex::encode(&bytes));
+                check.eq(v, "leaf", &merkle::leaf(&bytes).to_hex());
             }
             other => panic!("unknown vector kind {other}"),
         }
