@@ -9,6 +9,8 @@ mod golden;
 mod keystore;
 mod ledger;
 mod ledger_support;
+mod msb;
+mod msb_support;
 mod runtime;
 mod store;
 mod subnet;

@@ -100,6 +100,9 @@ pub mod keys {
     pub const GENESIS: &[u8] = b"sys/genesis";
     /// The indexer set, sequencer first.
     pub const INDEXERS: &[u8] = b"sys/indexers";
+    /// Height of the last indexer-set change (at most one per checkpoint, so that a subnet
+    /// following the set can verify each change with the set in force before it).
+    pub const INDEXERS_CHANGED: &[u8] = b"sys/indexers-changed";
     /// Minted and burned totals.
     pub const SUPPLY: &[u8] = b"supply";
 
@@ -608,6 +611,16 @@ impl MsbMachine {
         let mut book = Ledgerbook::new(state);
         let mut effects = Effects::default();
         let mut indexers = indexer_set(state)?;
+        if matches!(
+            admin_op.action,
+            AdminAction::AddIndexer { .. } | AdminAction::RemoveIndexer { .. }
+        ) && read::<u64>(state, keys::INDEXERS_CHANGED)? == Some(op.height)
+        {
+            return Ok(Err(no(
+                RefusalCode::TooManyIndexers,
+                "the indexer set already changes in this checkpoint (one change per checkpoint)",
+            )));
+        }
         // Fees of admin actions are paid by the admin and burned.
         let mut fee = FEE;
         match &admin_op.action {
@@ -754,6 +767,7 @@ impl MsbMachine {
                 state.put(&keys::writer(key), &[1])?;
             }
             write(state, keys::INDEXERS, indexers)?;
+            write(state, keys::INDEXERS_CHANGED, &op.height)?;
         }
         if let Some((subnet, deployment)) = &effects.deployment {
             write(state, &keys::deployment(subnet), deployment)?;

@@ -60,6 +60,14 @@ impl SettlementProof {
     pub fn build(ledger: &mut Ledger<MsbMachine>, tx_hash: &Hash32) -> Result<Self, ProofError> {
         let location = ledger.read(true, |s| machine::tx_location(s, tx_hash))??;
         let Some(location) = location else {
+            // Applied in the unconfirmed view only: its checkpoint is not final (or not made)
+            // yet — the caller should wait, not give up.
+            if ledger
+                .read(false, |s| machine::tx_location(s, tx_hash))??
+                .is_some()
+            {
+                return Err(ProofError::NotFinal(*tx_hash));
+            }
             return Err(ProofError::NotApplied(*tx_hash));
         };
         if location.height > ledger.status().final_height {
