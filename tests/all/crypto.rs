@@ -10,7 +10,8 @@ use proptest::prelude::*;
 use sha2::{Digest, Sha512};
 use trac_host::crypto::{
     ADDRESS_LEN, AddressError, BatchItem, Domain, DomainKind, Hash32, Keypair, PublicKey,
-    Signature, SignatureError, decode_address, encode_address, verify_batch, verify_hash,
+    Signature, SignatureError, VerifiedSignatures, decode_address, encode_address, verify_batch,
+    verify_hash,
 };
 
 fn domain(kind: DomainKind, scope: u8) -> Domain {
@@ -514,6 +515,693 @@ fn torsion_in_r_gets_the_same_verdict_single_and_batch() {
             reason: Box::new(SignatureError::Mismatch)
         })
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Canonical encodings, hostile batches
+
+/// p = 2²⁵⁵ − 19, little-endian.
+const FIELD_P: [u8; 32] = {
+    let mut p = [0xffu8; 32];
+    p[0] = 0xed;
+    p[31] = 0x7f;
+    p
+};
+
+/// The little-endian 255-bit number `y` (small) as an encoding, with the sign bit `sign`.
+fn encoding_of_small(y: u8, sign: bool) -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    bytes[0] = y;
+    if sign {
+        bytes[31] |= 0x80;
+    }
+    bytes
+}
+
+/// The encoding of `y = p + offset` (`offset` may be negative), with the sign bit `sign`.
+fn encoding_near_p(offset: i16, sign: bool) -> [u8; 32] {
+    let mut bytes = FIELD_P;
+    // p's low byte is 0xed: offsets in −0xed..=0x12 only touch it (and p + 0x12 = 2²⁵⁵ − 1).
+    bytes[0] = u8::try_from(i16::from(bytes[0]) + offset).expect("offset in range");
+    if sign {
+        bytes[31] |= 0x80;
+    }
+    bytes
+}
+
+/// Whether dalek decompresses `bytes` and re-compresses the point to the same bytes: the
+/// reference definition of a canonical point encoding.
+fn reference_canonical_point(bytes: &[u8; 32]) -> Option<EdwardsPoint> {
+    let point = CompressedEdwardsY(*bytes).decompress()?;
+    (point.compress().as_bytes() == bytes).then_some(point)
+}
+
+/// Edge encodings: every `y` near 0 and near p (including the 19 values ≥ p), small-order
+/// points, with and without the sign bit.
+fn edge_encodings() -> Vec<[u8; 32]> {
+    let mut out = Vec::new();
+    for sign in [false, true] {
+        for y in 0..=64u8 {
+            out.push(encoding_of_small(y, sign));
+        }
+        for offset in -64..=0x12i16 {
+            out.push(encoding_near_p(offset, sign));
+        }
+        for point in EIGHT_TORSION {
+            let mut bytes = point.compress().to_bytes();
+            if sign {
+                bytes[31] ^= 0x80;
+            }
+            out.push(bytes);
+        }
+        // y = 2²⁵⁵ − 1 … 2²⁵⁵ − 256 and values with one high limb off.
+        let mut all_ff = [0xffu8; 32];
+        all_ff[31] = if sign { 0xff } else { 0x7f };
+        out.push(all_ff);
+        for byte in 1..31 {
+            let mut bytes = encoding_near_p(0, sign);
+            bytes[byte] = 0xfe;
+            out.push(bytes);
+            let mut bytes = encoding_of_small(1, sign);
+            bytes[byte] = 1;
+            out.push(bytes);
+        }
+        let mut below_top = encoding_near_p(0, sign);
+        below_top[31] = if sign { 0xfe } else { 0x7e };
+        out.push(below_top);
+    }
+    out
+}
+
+/// `count` pseudo-random 32-byte strings (about half of them are points).
+fn random_encodings(count: usize, seed: &[u8]) -> Vec<[u8; 32]> {
+    let mut reader = blake3::Hasher::new().update(seed).finalize_xof();
+    (0..count)
+        .map(|_| {
+            let mut bytes = [0u8; 32];
+            reader.fill(&mut bytes);
+            bytes
+        })
+        .collect()
+}
+
+/// The byte check of canonical encodings accepts exactly what decompress-and-re-compress
+/// accepts, for `A` (key validation) and for `R` (signature decoding), on edge and random
+/// encodings.
+#[test]
+fn canonical_encoding_check_equals_decompress_and_recompress() {
+    let keypair = Keypair::from_seed(&[21u8; 32]);
+    let key = keypair.public();
+    let hash = Hash32([21; 32]);
+    let honest = keypair.sign_hash(&hash);
+    let mut encodings = edge_encodings();
+    let edge_count = encodings.len();
+    encodings.extend(random_encodings(4000, b"canonical encodings"));
+    // Valid points with the other sign: canonical unless x = 0.
+    let flipped: Vec<[u8; 32]> = encodings
+        .iter()
+        .map(|bytes| {
+            let mut bytes = *bytes;
+            bytes[31] ^= 0x80;
+            bytes
+        })
+        .collect();
+    encodings.extend(flipped);
+    let (mut canonical, mut decodable_only) = (0, 0);
+    for (n, bytes) in encodings.iter().enumerate() {
+        let reference = reference_canonical_point(bytes);
+        let decodes = CompressedEdwardsY(*bytes).decompress().is_some();
+        match &reference {
+            Some(_) => canonical += 1,
+            None if decodes => decodable_only += 1,
+            None => {}
+        }
+        let expected_key = match reference {
+            None => Err(SignatureError::InvalidPublicKey),
+            Some(point) if point.is_small_order() => Err(SignatureError::WeakPublicKey),
+            Some(_) => Ok(()),
+        };
+        assert_eq!(
+            PublicKey(*bytes).validate(),
+            expected_key,
+            "key {}",
+            hex::encode(bytes)
+        );
+        // The same bytes as R (the S half stays canonical). Checking R costs a verification:
+        // do it for every edge encoding and a part of the random ones.
+        if n < edge_count || n % 4 == 0 {
+            let mut sig = honest;
+            sig.0[..32].copy_from_slice(bytes);
+            let expected_r = if reference.is_some() {
+                Err(SignatureError::Mismatch)
+            } else {
+                Err(SignatureError::MalformedSignature)
+            };
+            assert_eq!(
+                verify_hash(&key, &hash, &sig),
+                expected_r,
+                "R {}",
+                hex::encode(bytes)
+            );
+        }
+    }
+    // The sample holds all three kinds: canonical points, points with a non-canonical encoding
+    // (y ≥ p, or x = 0 with the sign bit set), and non-points.
+    assert!(canonical > 1000, "{canonical}");
+    assert!(decodable_only >= 10, "{decodable_only}");
+    assert!(encodings.len() - canonical - decodable_only > 1000);
+}
+
+/// Non-canonical encodings of small-order points, which decode to the same point as a
+/// canonical one: (canonical, non-canonical).
+fn non_canonical_small_order_encodings() -> Vec<([u8; 32], [u8; 32])> {
+    let identity = encoding_of_small(1, false);
+    let order_two = encoding_near_p(-1, false);
+    let order_four = encoding_of_small(0, false);
+    let order_four_negated = encoding_of_small(0, true);
+    vec![
+        (identity, encoding_of_small(1, true)),
+        (identity, encoding_near_p(1, false)),
+        (identity, encoding_near_p(1, true)),
+        (order_two, encoding_near_p(-1, true)),
+        (order_four, encoding_near_p(0, false)),
+        (order_four_negated, encoding_near_p(0, true)),
+    ]
+}
+
+#[test]
+fn non_canonical_encodings_of_small_order_points_decode_to_the_same_point() {
+    for (canonical, other) in non_canonical_small_order_encodings() {
+        let a = CompressedEdwardsY(canonical).decompress().unwrap();
+        let b = CompressedEdwardsY(other).decompress().unwrap();
+        assert_eq!(a, b);
+        assert!(a.is_small_order());
+        assert_eq!(a.compress().to_bytes(), canonical);
+    }
+}
+
+/// A signature with secret scalar `a`, nonce `r` and the given encoding of `R` (which the
+/// caller makes an encoding of `[r]B` plus a small-order point, canonical or not): `k` hashes
+/// exactly these bytes.
+fn sign_with_r_bytes(
+    a: &Scalar,
+    r: &Scalar,
+    r_bytes: [u8; 32],
+    hash: &Hash32,
+) -> (PublicKey, Signature) {
+    let public = EdwardsPoint::mul_base(a).compress().to_bytes();
+    let mut h = Sha512::new();
+    h.update(r_bytes);
+    h.update(public);
+    h.update(hash.as_bytes());
+    let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
+    let s = r + k * a;
+    let mut sig = [0u8; 64];
+    sig[..32].copy_from_slice(&r_bytes);
+    sig[32..].copy_from_slice(&s.to_bytes());
+    (PublicKey(public), Signature(sig))
+}
+
+#[test]
+fn small_order_r_verifies_only_when_canonically_encoded() {
+    let a = scalar_of(40);
+    let hash = Hash32([40; 32]);
+    let mut keys = Vec::new();
+    let mut sigs = Vec::new();
+    let mut expected = Vec::new();
+    // R = a small-order point itself (nonce 0): the cofactored equation holds.
+    for point in EIGHT_TORSION {
+        let (key, sig) = sign_with_r_bytes(&a, &Scalar::ZERO, point.compress().to_bytes(), &hash);
+        assert_eq!(verify_hash(&key, &hash, &sig), Ok(()));
+        keys.push(key);
+        sigs.push(sig);
+        expected.push(Ok(()));
+    }
+    // The same points under a non-canonical encoding: the equation would hold, the encoding
+    // is what is refused.
+    for (_, other) in non_canonical_small_order_encodings() {
+        let (key, sig) = sign_with_r_bytes(&a, &Scalar::ZERO, other, &hash);
+        assert_eq!(
+            verify_hash(&key, &hash, &sig),
+            Err(SignatureError::MalformedSignature),
+            "{}",
+            hex::encode(other)
+        );
+        keys.push(key);
+        sigs.push(sig);
+        expected.push(Err(SignatureError::MalformedSignature));
+    }
+    let items: Vec<BatchItem<'_>> = (0..keys.len())
+        .map(|i| BatchItem {
+            key: &keys[i],
+            hash: &hash,
+            signature: &sigs[i],
+        })
+        .collect();
+    assert_eq!(verify_batch(&items[..8]), Ok(()));
+    assert_eq!(
+        verify_batch(&items),
+        Err(SignatureError::InBatch {
+            index: 8,
+            reason: Box::new(SignatureError::MalformedSignature)
+        })
+    );
+}
+
+#[test]
+fn non_canonical_encodings_of_small_order_keys_are_invalid_not_weak() {
+    let hash = Hash32([41; 32]);
+    let good = Keypair::from_seed(&[41u8; 32]);
+    let good_key = good.public();
+    let good_sig = good.sign_hash(&hash);
+    for (canonical, other) in non_canonical_small_order_encodings() {
+        assert_eq!(
+            PublicKey(canonical).validate(),
+            Err(SignatureError::WeakPublicKey)
+        );
+        let key = PublicKey(other);
+        assert_eq!(key.validate(), Err(SignatureError::InvalidPublicKey));
+        // With nonce 0 and A of small order, S = 0 would satisfy the cofactored equation.
+        let mut forged = [0u8; 64];
+        forged[..32].copy_from_slice(&encoding_of_small(1, false));
+        let forged = Signature(forged);
+        assert_eq!(
+            verify_hash(&key, &hash, &forged),
+            Err(SignatureError::InvalidPublicKey)
+        );
+        let items = [
+            BatchItem {
+                key: &good_key,
+                hash: &hash,
+                signature: &good_sig,
+            },
+            BatchItem {
+                key: &key,
+                hash: &hash,
+                signature: &forged,
+            },
+        ];
+        assert_eq!(
+            verify_batch(&items),
+            Err(SignatureError::InBatch {
+                index: 1,
+                reason: Box::new(SignatureError::InvalidPublicKey)
+            })
+        );
+    }
+}
+
+/// One member of a hostile batch.
+#[derive(Debug, Clone, Copy)]
+enum Member {
+    /// A standard signature by one of a few keys (keys repeat within a batch).
+    Valid(u8),
+    /// A signature whose `R` carries a small-order component (valid under the cofactored rule).
+    TorsionR(u8, usize),
+    /// `R` is a small-order point (nonce 0), canonically encoded: valid.
+    SmallOrderR(u8, usize),
+    /// `R` is a small-order point under a non-canonical encoding.
+    NonCanonicalR(u8, usize),
+    /// A valid signature checked against another hash.
+    WrongHash(u8),
+    /// The key is a small-order point.
+    SmallOrderKey(usize),
+    /// The key is a non-canonical encoding of a small-order point.
+    NonCanonicalKey(usize),
+    /// `S` plus the group order.
+    NonCanonicalS(u8),
+    /// One bit of the signature flipped.
+    FlippedBit(u8, usize),
+}
+
+fn member_strategy() -> impl Strategy<Value = Member> {
+    prop_oneof![
+        6 => (0..3u8).prop_map(Member::Valid),
+        2 => (0..3u8, 1..8usize).prop_map(|(k, t)| Member::TorsionR(k, t)),
+        1 => (0..3u8, 0..8usize).prop_map(|(k, t)| Member::SmallOrderR(k, t)),
+        1 => (0..3u8, 0..6usize).prop_map(|(k, t)| Member::NonCanonicalR(k, t)),
+        1 => (0..3u8).prop_map(Member::WrongHash),
+        1 => (0..8usize).prop_map(Member::SmallOrderKey),
+        1 => (0..6usize).prop_map(Member::NonCanonicalKey),
+        1 => (0..3u8).prop_map(Member::NonCanonicalS),
+        1 => (0..3u8, 0..512usize).prop_map(|(k, b)| Member::FlippedBit(k, b)),
+    ]
+}
+
+/// Builds member `index` of a batch: its key, hash, signature and the single verdict it must
+/// get.
+fn build_member(member: Member, index: usize) -> (PublicKey, Hash32, Signature, bool) {
+    let hash = Hash32(*blake3::hash(&(index as u64).to_le_bytes()).as_bytes());
+    let keypair = |k: u8| Keypair::from_seed(&[k + 50; 32]);
+    let nonce = scalar_of(index as u8).invert() * Scalar::from(index as u64 + 3);
+    match member {
+        Member::Valid(k) => (keypair(k).public(), hash, keypair(k).sign_hash(&hash), true),
+        Member::TorsionR(k, t) => {
+            let (key, sig) = raw_sign(&scalar_of(k), &nonce, &EIGHT_TORSION[t], &hash);
+            (key, hash, sig, true)
+        }
+        Member::SmallOrderR(k, t) => {
+            let r_bytes = EIGHT_TORSION[t].compress().to_bytes();
+            let (key, sig) = sign_with_r_bytes(&scalar_of(k), &Scalar::ZERO, r_bytes, &hash);
+            (key, hash, sig, true)
+        }
+        Member::NonCanonicalR(k, t) => {
+            let (_, r_bytes) = non_canonical_small_order_encodings()[t];
+            let (key, sig) = sign_with_r_bytes(&scalar_of(k), &Scalar::ZERO, r_bytes, &hash);
+            (key, hash, sig, false)
+        }
+        Member::WrongHash(k) => {
+            let sig = keypair(k).sign_hash(&hash);
+            (keypair(k).public(), Hash32([0xee; 32]), sig, false)
+        }
+        Member::SmallOrderKey(t) => {
+            let mut forged = [0u8; 64];
+            forged[0] = 1;
+            let key = PublicKey(EIGHT_TORSION[t].compress().to_bytes());
+            (key, hash, Signature(forged), false)
+        }
+        Member::NonCanonicalKey(t) => {
+            let (_, key) = non_canonical_small_order_encodings()[t];
+            let mut forged = [0u8; 64];
+            forged[0] = 1;
+            (PublicKey(key), hash, Signature(forged), false)
+        }
+        Member::NonCanonicalS(k) => {
+            let mut sig = keypair(k).sign_hash(&hash);
+            let s: [u8; 32] = sig.0[32..].try_into().unwrap();
+            sig.0[32..].copy_from_slice(&add_le(&s, &group_order_bytes()));
+            (keypair(k).public(), hash, sig, false)
+        }
+        Member::FlippedBit(k, bit) => {
+            let mut sig = keypair(k).sign_hash(&hash);
+            sig.0[bit / 8] ^= 1 << (bit % 8);
+            (keypair(k).public(), hash, sig, false)
+        }
+    }
+}
+
+/// What verifying `items` one by one gives: the first failure, named by index.
+fn expected_batch_verdict(items: &[BatchItem<'_>]) -> Result<(), SignatureError> {
+    if items.len() == 1 {
+        return verify_hash(items[0].key, items[0].hash, items[0].signature);
+    }
+    for (index, item) in items.iter().enumerate() {
+        if let Err(reason) = verify_hash(item.key, item.hash, item.signature) {
+            return Err(SignatureError::InBatch {
+                index,
+                reason: Box::new(reason),
+            });
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Random mixes of valid and hostile members (repeated keys, torsion, small-order and
+    /// non-canonical `R` and `A`, non-canonical `S`, flipped bits): the batch verdict is the
+    /// verdict of the single checks, and names the first failing member.
+    #[test]
+    fn hostile_batches_agree_with_single_verification(
+        members in proptest::collection::vec(member_strategy(), 0..40),
+    ) {
+        let built: Vec<_> = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| build_member(*m, i))
+            .collect();
+        for ((key, hash, sig, valid), member) in built.iter().zip(&members) {
+            prop_assert_eq!(
+                verify_hash(key, hash, sig).is_ok(),
+                *valid,
+                "single verdict of {:?}",
+                member
+            );
+        }
+        let items: Vec<BatchItem<'_>> = built
+            .iter()
+            .map(|(key, hash, signature, _)| BatchItem { key, hash, signature })
+            .collect();
+        prop_assert_eq!(verify_batch(&items), expected_batch_verdict(&items));
+    }
+}
+
+#[test]
+fn batch_names_a_mismatch_before_a_later_malformed_member() {
+    let members = [
+        Member::Valid(0),
+        Member::WrongHash(1),
+        Member::NonCanonicalS(2),
+        Member::NonCanonicalKey(0),
+    ];
+    let built: Vec<_> = members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| build_member(*m, i))
+        .collect();
+    let items: Vec<BatchItem<'_>> = built
+        .iter()
+        .map(|(key, hash, signature, _)| BatchItem {
+            key,
+            hash,
+            signature,
+        })
+        .collect();
+    assert_eq!(
+        verify_batch(&items),
+        Err(SignatureError::InBatch {
+            index: 1,
+            reason: Box::new(SignatureError::Mismatch)
+        })
+    );
+    assert_eq!(
+        verify_batch(&items[2..]),
+        Err(SignatureError::InBatch {
+            index: 0,
+            reason: Box::new(SignatureError::MalformedSignature)
+        })
+    );
+}
+
+/// 500 signatures by a few keys (large enough to be split across cores): one bad member
+/// anywhere — in particular in the second half, around the split — is named by its index.
+#[test]
+fn large_batch_names_its_bad_member() {
+    let keypairs: Vec<Keypair> = (0..5u8)
+        .map(|i| Keypair::from_seed(&[i + 60; 32]))
+        .collect();
+    let count = 500;
+    let keys: Vec<PublicKey> = (0..count).map(|i| keypairs[i % 5].public()).collect();
+    let hashes: Vec<Hash32> = (0..count)
+        .map(|i| domain(DomainKind::SubnetOp, 3).hash(&(i as u64).to_le_bytes()))
+        .collect();
+    let sigs: Vec<Signature> = (0..count)
+        .map(|i| keypairs[i % 5].sign_hash(&hashes[i]))
+        .collect();
+    let verify = |sigs: &[Signature]| -> Result<(), SignatureError> {
+        let items: Vec<BatchItem<'_>> = (0..count)
+            .map(|i| BatchItem {
+                key: &keys[i],
+                hash: &hashes[i],
+                signature: &sigs[i],
+            })
+            .collect();
+        verify_batch(&items)
+    };
+    assert_eq!(verify(&sigs), Ok(()));
+    for bad in [377, 250, 251, 249, 499, 0] {
+        // Another member's signature: a mismatch.
+        let mut swapped = sigs.clone();
+        swapped[bad] = sigs[(bad + 5) % count];
+        assert_eq!(
+            verify(&swapped),
+            Err(SignatureError::InBatch {
+                index: bad,
+                reason: Box::new(SignatureError::Mismatch)
+            }),
+            "mismatch at {bad}"
+        );
+        // A malformed S.
+        let mut malformed = sigs.clone();
+        malformed[bad].0[63] |= 0x80;
+        assert_eq!(
+            verify(&malformed),
+            Err(SignatureError::InBatch {
+                index: bad,
+                reason: Box::new(SignatureError::MalformedSignature)
+            }),
+            "malformed at {bad}"
+        );
+    }
+    // Several bad members: the first is named, whatever its kind and whichever part of the
+    // split it falls in.
+    let mut several = sigs.clone();
+    several[480].0[63] |= 0x80;
+    several[420] = sigs[421];
+    several[300] = sigs[301];
+    assert_eq!(
+        verify(&several),
+        Err(SignatureError::InBatch {
+            index: 300,
+            reason: Box::new(SignatureError::Mismatch)
+        })
+    );
+    several[100].0[63] |= 0x80;
+    assert_eq!(
+        verify(&several),
+        Err(SignatureError::InBatch {
+            index: 100,
+            reason: Box::new(SignatureError::MalformedSignature)
+        })
+    );
+}
+
+/// 300 signatures by 300 distinct keys, with a torsioned `R` here and there: valid, in one
+/// batch, every time.
+#[test]
+fn large_batch_of_distinct_keys_with_torsion_verifies() {
+    let count = 300;
+    let built: Vec<_> = (0..count)
+        .map(|i| {
+            let hash = Hash32(*blake3::hash(&(i as u64).to_le_bytes()).as_bytes());
+            let a = Scalar::from(i as u64 + 1) * scalar_of(7);
+            let torsion = EIGHT_TORSION[if i % 7 == 0 { i % 8 } else { 0 }];
+            let (key, sig) = raw_sign(&a, &scalar_of(i as u8), &torsion, &hash);
+            (key, hash, sig)
+        })
+        .collect();
+    let items: Vec<BatchItem<'_>> = built
+        .iter()
+        .map(|(key, hash, signature)| BatchItem {
+            key,
+            hash,
+            signature,
+        })
+        .collect();
+    for _ in 0..4 {
+        assert_eq!(verify_batch(&items), Ok(()));
+    }
+    let mut wrong = built.clone();
+    wrong[222].1 = Hash32([0xee; 32]);
+    let items: Vec<BatchItem<'_>> = wrong
+        .iter()
+        .map(|(key, hash, signature)| BatchItem {
+            key,
+            hash,
+            signature,
+        })
+        .collect();
+    assert_eq!(
+        verify_batch(&items),
+        Err(SignatureError::InBatch {
+            index: 222,
+            reason: Box::new(SignatureError::Mismatch)
+        })
+    );
+}
+
+#[test]
+fn verified_signatures_accept_exactly_the_valid_ones() {
+    let members = [
+        Member::Valid(0),
+        Member::Valid(0),
+        Member::TorsionR(1, 3),
+        Member::WrongHash(2),
+        Member::Valid(1),
+    ];
+    let built: Vec<_> = members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| build_member(*m, i))
+        .collect();
+    let items: Vec<BatchItem<'_>> = built
+        .iter()
+        .map(|(key, hash, signature, _)| BatchItem {
+            key,
+            hash,
+            signature,
+        })
+        .collect();
+    // A batch holding a bad member, then the valid part alone.
+    for batch in [&items[..], &items[..3]] {
+        let verified = VerifiedSignatures::new();
+        verified.verify_batch(batch);
+        for _ in 0..2 {
+            for (key, hash, sig, valid) in &built {
+                assert_eq!(verified.verify(key, hash, sig), *valid);
+            }
+        }
+    }
+}
+
+/// Release-mode timings of single and batch verification (run with
+/// `cargo test --release -p trac-tests --test all crypto::verification_timings -- --ignored --nocapture`).
+#[test]
+#[ignore = "timing measurement, run on demand in release mode"]
+fn verification_timings() {
+    use std::time::Instant;
+
+    fn signed(count: usize, keys: usize) -> (Vec<PublicKey>, Vec<Hash32>, Vec<Signature>) {
+        let keypairs: Vec<Keypair> = (0..keys)
+            .map(|i| Keypair::from_seed(blake3::hash(&(i as u64).to_le_bytes()).as_bytes()))
+            .collect();
+        let mut public = Vec::with_capacity(count);
+        let mut hashes = Vec::with_capacity(count);
+        let mut sigs = Vec::with_capacity(count);
+        for i in 0..count {
+            let keypair = &keypairs[i % keys];
+            let hash = domain(DomainKind::SubnetOp, 1).hash(&(i as u64).to_le_bytes());
+            public.push(keypair.public());
+            sigs.push(keypair.sign_hash(&hash));
+            hashes.push(hash);
+        }
+        (public, hashes, sigs)
+    }
+
+    /// The best of `rounds` runs of `f`, in microseconds.
+    fn best(rounds: usize, mut f: impl FnMut()) -> f64 {
+        (0..rounds)
+            .map(|_| {
+                let start = Instant::now();
+                f();
+                start.elapsed().as_secs_f64() * 1e6
+            })
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    let (keys, hashes, sigs) = signed(200, 200);
+    let single = best(5, || {
+        for i in 0..keys.len() {
+            assert_eq!(verify_hash(&keys[i], &hashes[i], &sigs[i]), Ok(()));
+        }
+    }) / keys.len() as f64;
+    println!("single verify_hash: {single:.2} µs");
+    for (label, key_count) in [("one key", 1), ("2000 keys", 2000)] {
+        let (keys, hashes, sigs) = signed(2000, key_count);
+        let items: Vec<BatchItem<'_>> = (0..keys.len())
+            .map(|i| BatchItem {
+                key: &keys[i],
+                hash: &hashes[i],
+                signature: &sigs[i],
+            })
+            .collect();
+        let total = best(5, || assert_eq!(verify_batch(&items), Ok(())));
+        println!(
+            "batch of 2000, {label}: {:.2} ms, {:.2} µs/signature",
+            total / 1e3,
+            total / items.len() as f64
+        );
+        // One bad signature: the failing member must be found as well.
+        let mut bad = items.clone();
+        let other = sigs[0];
+        bad[1500].signature = &other;
+        let total = best(3, || assert!(verify_batch(&bad).is_err()));
+        println!(
+            "batch of 2000, {label}, bad signature at 1500: {:.2} ms",
+            total / 1e3
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
