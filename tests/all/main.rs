@@ -16,4 +16,5 @@ mod store;
 mod subnet;
 mod subnet_support;
 mod support;
+mod txflow;
 mod wat_contract;

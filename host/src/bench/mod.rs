@@ -3,6 +3,7 @@
 mod apply;
 mod contract;
 mod ledger;
+mod settle;
 mod store;
 
 use std::time::{Duration, Instant};
@@ -22,6 +23,9 @@ pub enum Suite {
     Apply,
     /// Rebuilding a subnet's state from its stored log (`ledger::replay`).
     Replay,
+    /// The `/tx` lifecycle: submit → applied on 3 subnet nodes, and the settlement throughput of
+    /// one MSB validator.
+    Settle,
 }
 
 /// One measured figure.
@@ -148,6 +152,7 @@ pub fn run(suite: Suite) -> anyhow::Result<Report> {
             Suite::Ledger => ledger::run(),
             Suite::Apply => apply::run_apply(),
             Suite::Replay => apply::run_replay(),
+            Suite::Settle => settle::run(),
         })?
         .join()
         .map_err(|_| anyhow::anyhow!("the benchmark thread panicked"))??;

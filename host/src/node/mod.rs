@@ -1,0 +1,17 @@
+//! The node: what drives the ledgers, the contract runtime and the settlement layer for one
+//! peer. Each piece is synchronous and message-driven like the ledger engine (it takes the
+//! ledgers it works on and returns the [`Message`](crate::ledger::Message)s to send), so the
+//! networked node only routes messages and calls it on a timer.
+//!
+//! - [`txflow`]: the `/tx` lifecycle (command → call, simulation, settlement on MSB, the
+//!   subnet `tx` op on every node), with pending transactions persisted in the subnet store;
+//! - [`MsbAccess`]: what that lifecycle needs from MSB; [`LocalMsb`] serves it in process.
+
+mod msb_access;
+pub mod txflow;
+
+pub use msb_access::{LocalMsb, MsbAccess, MsbHeights};
+pub use txflow::{
+    DEFAULT_EXPIRY_WINDOW, DropReason, Imported, PROOF_ALLOWANCE, PendingStage, PendingTx,
+    PollReport, Simulation, TxFlow, TxFlowError, TxOutcome, TxReport, WaitReason,
+};

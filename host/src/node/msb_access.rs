@@ -1,0 +1,211 @@
+//! How the `/tx` lifecycle reaches MSB: the [`MsbAccess`] trait (heights, preflight,
+//! submission to a validator, settlement proofs, refusals) and [`LocalMsb`], its in-process
+//! implementation over an MSB ledger and validator (the networked node implements the same
+//! trait over MSB peers).
+
+use std::collections::{HashMap, HashSet};
+
+use crate::codec;
+use crate::crypto::{Hash32, PublicKey};
+use crate::ledger::{Ledger, LedgerError, Message};
+use crate::msb::ops::format_amount;
+use crate::msb::{
+    FEE, MsbMachine, PartialOp, ProofError, ROLE_VALIDATOR, Receipt, Refusal, RefusalCode,
+    Rejection, SettlementProof, SubmitError, Validator,
+};
+
+/// MSB heights as this peer knows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsbHeights {
+    /// The latest verified checkpoint (the base of a new transaction's expiry).
+    pub latest: u64,
+    /// The last final checkpoint (settlement proofs exist up to it).
+    pub final_height: u64,
+}
+
+/// What the `/tx` lifecycle needs from MSB. [`LocalMsb`] serves it from an MSB ledger and
+/// validator in this process; a networked implementation answers from what it learned from
+/// MSB nodes (heights announced, proofs fetched) and forwards submissions to a validator.
+pub trait MsbAccess {
+    /// The MSB network id (the domain of the ops the peer signs).
+    fn network(&self) -> Hash32;
+
+    /// The validator that co-signs this peer's transactions, if known (named in simulations).
+    fn validator(&self) -> Option<PublicKey>;
+
+    /// The current heights.
+    fn heights(&mut self) -> Result<MsbHeights, LedgerError>;
+
+    /// Whether a transaction of `requester` for `subnet` would pass the validator now (account,
+    /// fee, deployment): the typed refusal a real submission would meet, without submitting.
+    fn preflight(&mut self, requester: &PublicKey, subnet: &Hash32) -> Result<(), SubmitError>;
+
+    /// Hands a signed op to the validator; its tx hash once accepted.
+    fn submit(&mut self, partial: PartialOp) -> Result<Hash32, SubmitError>;
+
+    /// The settlement proof of `tx_hash`.
+    fn proof(&mut self, tx_hash: &Hash32) -> Result<SettlementProof, ProofError>;
+
+    /// The settlement proofs of `tx_hashes`, in order (an implementation may share the work
+    /// of proofs from one checkpoint).
+    fn proofs(&mut self, tx_hashes: &[Hash32]) -> Vec<Result<SettlementProof, ProofError>> {
+        tx_hashes.iter().map(|hash| self.proof(hash)).collect()
+    }
+
+    /// The refusals MSB recorded for any of `wanted` in the final checkpoints of heights
+    /// `from..=to`.
+    fn refusals(
+        &mut self,
+        wanted: &HashSet<Hash32>,
+        from: u64,
+        to: u64,
+    ) -> Result<HashMap<Hash32, Refusal>, LedgerError>;
+}
+
+/// [`MsbAccess`] to an MSB node in this process: its ledger and its validator. Accepted ops
+/// are appended at once (one log entry per submission) unless built with
+/// [`LocalMsb::deferred`]; the entries to broadcast to other MSB nodes collect in
+/// [`LocalMsb::take_messages`].
+pub struct LocalMsb<'a> {
+    ledger: &'a mut Ledger<MsbMachine>,
+    validator: &'a mut Validator,
+    flush_each: bool,
+    outbox: Vec<Message>,
+}
+
+impl<'a> LocalMsb<'a> {
+    /// Submissions are appended to the MSB log at once.
+    pub fn new(ledger: &'a mut Ledger<MsbMachine>, validator: &'a mut Validator) -> Self {
+        LocalMsb {
+            ledger,
+            validator,
+            flush_each: true,
+            outbox: Vec::new(),
+        }
+    }
+
+    /// Submissions wait in the validator's pool until [`LocalMsb::flush`] (batches of up to
+    /// 256 ops per entry). Preflights do not see the pool: use it for bulk submission.
+    pub fn deferred(ledger: &'a mut Ledger<MsbMachine>, validator: &'a mut Validator) -> Self {
+        LocalMsb {
+            flush_each: false,
+            ..Self::new(ledger, validator)
+        }
+    }
+
+    /// Appends the validator's pool to the MSB log.
+    pub fn flush(&mut self) -> Result<(), LedgerError> {
+        let entries = self.validator.flush(self.ledger)?;
+        self.outbox.extend(entries.into_iter().map(Message::Entry));
+        Ok(())
+    }
+
+    /// The MSB messages to broadcast (the entries appended so far).
+    pub fn take_messages(&mut self) -> Vec<Message> {
+        std::mem::take(&mut self.outbox)
+    }
+}
+
+fn refused(code: RefusalCode, message: String) -> SubmitError {
+    SubmitError::Rejected(Rejection::Refused { code, message })
+}
+
+impl MsbAccess for LocalMsb<'_> {
+    fn network(&self) -> Hash32 {
+        self.ledger.network()
+    }
+
+    fn validator(&self) -> Option<PublicKey> {
+        Some(self.validator.public())
+    }
+
+    fn heights(&mut self) -> Result<MsbHeights, LedgerError> {
+        let status = self.ledger.status();
+        Ok(MsbHeights {
+            latest: status.latest_height,
+            final_height: status.final_height,
+        })
+    }
+
+    fn preflight(&mut self, requester: &PublicKey, subnet: &Hash32) -> Result<(), SubmitError> {
+        let validator = self.validator.public();
+        // The checks of `MsbMachine` for a `tx` op that do not need the op itself, in its order.
+        if *requester == validator {
+            return Err(refused(
+                RefusalCode::SelfValidation,
+                "the requester cannot validate its own operation".into(),
+            ));
+        }
+        self.ledger
+            .read(false, |state| -> Result<(), SubmitError> {
+                if !crate::msb::account(state, &validator)?.has(ROLE_VALIDATOR) {
+                    return Err(Rejection::NotValidator.into());
+                }
+                if state
+                    .get(&crate::msb::keys::account(requester))
+                    .map_err(LedgerError::from)?
+                    .is_none()
+                {
+                    return Err(refused(
+                        RefusalCode::NoAccount,
+                        format!("requester {requester} has no account"),
+                    ));
+                }
+                if crate::msb::deployment(state, subnet)?.is_none() {
+                    return Err(refused(
+                        RefusalCode::NotDeployed,
+                        format!("subnet {subnet} is not deployed"),
+                    ));
+                }
+                let balance = crate::msb::account(state, requester)?.balance;
+                if balance < FEE {
+                    return Err(refused(
+                        RefusalCode::InsufficientBalance,
+                        format!(
+                            "insufficient balance: {} TNK available, {} TNK needed",
+                            format_amount(balance),
+                            format_amount(FEE)
+                        ),
+                    ));
+                }
+                Ok(())
+            })
+            .map_err(SubmitError::Node)?
+    }
+
+    fn submit(&mut self, partial: PartialOp) -> Result<Hash32, SubmitError> {
+        let tx_hash = self.validator.submit(self.ledger, partial)?;
+        if self.flush_each {
+            self.flush()?;
+        }
+        Ok(tx_hash)
+    }
+
+    fn proof(&mut self, tx_hash: &Hash32) -> Result<SettlementProof, ProofError> {
+        SettlementProof::build(self.ledger, tx_hash)
+    }
+
+    fn refusals(
+        &mut self,
+        wanted: &HashSet<Hash32>,
+        from: u64,
+        to: u64,
+    ) -> Result<HashMap<Hash32, Refusal>, LedgerError> {
+        let mut found = HashMap::new();
+        if wanted.is_empty() {
+            return Ok(found);
+        }
+        for height in from.max(1)..=to.min(self.ledger.status().final_height) {
+            for bytes in self.ledger.receipts(height)? {
+                let receipt: Receipt = codec::decode(&bytes)
+                    .map_err(|e| LedgerError::Invalid(format!("stored MSB receipt: {e}")))?;
+                if let Some(error) = receipt.error
+                    && wanted.contains(&receipt.tx_hash)
+                {
+                    found.insert(receipt.tx_hash, error);
+                }
+            }
+        }
+        Ok(found)
+    }
+}
