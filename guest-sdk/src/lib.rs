@@ -48,8 +48,16 @@ extern crate self as trac_sdk;
 mod context;
 mod dispatch;
 mod error;
+#[cfg(all(target_arch = "wasm32", feature = "heap"))]
+mod heap;
 pub mod protocol;
 mod registry;
+
+/// Serves a call's heap from the initial linear memory before growing it (see `heap.rs`).
+/// Turn off the default feature `heap` to install another global allocator.
+#[cfg(all(target_arch = "wasm32", feature = "heap"))]
+#[global_allocator]
+static HEAP: heap::Heap = heap::Heap::new();
 
 pub use context::{Ctx, Message, OpKind, Record, address, hex};
 pub use error::{Error, check_len};

@@ -2,7 +2,9 @@
 
 use std::hash::{Hash, Hasher};
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig,
+};
 
 use super::limits::{HARD_CAPS, runtime_protocol_version};
 use crate::crypto::Hash32;
@@ -30,9 +32,13 @@ pub fn build_engine() -> wasmtime::Result<Engine> {
         .total_tables(POOL_INSTANCES * 8)
         .max_memory_size(HARD_CAPS.max_memory_bytes as usize)
         .table_elements(HARD_CAPS.max_table_elements as usize)
-        // Reset the first MiBs of a memory (a contract's stack and small heap) with memset
-        // and keep them mapped, instead of madvise plus page faults on every call.
+        // Reset a memory after a call by rewriting only the pages the call wrote (Linux's
+        // PAGEMAP_SCAN, kernel 6.7+) and keep up to 2 MiB of them mapped, instead of madvise plus
+        // page faults on every call. A contract's initial memory (512 KiB from `trac contract
+        // build`: stack, data and heap) is then as cheap to reset as the pages it touched. Without
+        // PAGEMAP_SCAN, wasmtime resets the first `keep_resident` bytes of the memory with memset.
         .linear_memory_keep_resident(2 << 20)
+        .pagemap_scan(Enabled::Auto)
         .table_keep_resident(64 << 10)
         .decommit_batch_size(16);
 
