@@ -27,19 +27,30 @@ impl VerifiedSignatures {
 
     /// Verifies `items` as one batch and remembers them when the batch holds; when it does
     /// not, nothing is remembered (each is then verified singly by [`Self::verify`]).
+    /// Items remembered already are not verified again (a batch prepared ahead, on another
+    /// thread, is then free when it is applied).
     pub fn verify_batch(&self, items: &[BatchItem<'_>]) {
-        if items.len() < 2 || verify_batch(items).is_err() {
+        let prints: Vec<Hash32> = items
+            .iter()
+            .map(|i| fingerprint(i.key, i.hash, i.signature))
+            .collect();
+        let (fresh, prints): (Vec<BatchItem<'_>>, Vec<Hash32>) = {
+            let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            items
+                .iter()
+                .zip(prints)
+                .filter(|(_, print)| !seen.contains(print))
+                .map(|(item, print)| (*item, print))
+                .unzip()
+        };
+        if fresh.len() < 2 || verify_batch(&fresh).is_err() {
             return;
         }
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.len() + items.len() > CAPACITY {
+        if seen.len() + prints.len() > CAPACITY {
             seen.clear();
         }
-        seen.extend(
-            items
-                .iter()
-                .map(|i| fingerprint(i.key, i.hash, i.signature)),
-        );
+        seen.extend(prints);
     }
 
     /// Whether `signature` by `key` over `hash` is valid: remembered from a batch, or verified

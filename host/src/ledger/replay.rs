@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::engine::{FINAL_KEY, Tables, apply_entries, entry_key};
-use super::{LedgerError, LedgerLimits, LogEntry, StateMachine, merkle, order};
+use super::{Checkpoint, LedgerError, LedgerLimits, LogEntry, StateMachine, merkle, order};
 use crate::crypto::{Hash32, PublicKey};
 use crate::store::{StateAccess, Store, StoreRead};
 
@@ -69,10 +69,85 @@ pub fn final_height(store: &Store) -> Result<u64, LedgerError> {
     Ok(info.map_or(0, |i| i.height))
 }
 
+/// A checkpoint read from the source with its entries in order.
+struct Loaded {
+    checkpoint: Checkpoint,
+    entries: Vec<LogEntry>,
+}
+
+/// Reads checkpoint `height` and the entries it includes beyond `frontier`, ordered, with
+/// their signatures checked when asked.
+fn load(
+    source: &Store,
+    tables: &Tables,
+    network: &Hash32,
+    height: u64,
+    frontier: &BTreeMap<PublicKey, u64>,
+    verify_signatures: bool,
+) -> Result<Loaded, LedgerError> {
+    let limits = LedgerLimits::default();
+    let read = source.read()?;
+    let checkpoint = read.get(&tables.checkpoints, &height)?.ok_or_else(|| {
+        LedgerError::Invalid(format!("checkpoint {height} is missing from the store"))
+    })?;
+    let mut entries: Vec<LogEntry> = Vec::new();
+    for f in &checkpoint.body.frontier {
+        let from = frontier.get(&f.writer).copied().unwrap_or(0);
+        for seq in from..f.next {
+            let entry = read
+                .get(&tables.entries, &entry_key(&f.writer, seq))?
+                .ok_or_else(|| {
+                    LedgerError::Invalid(format!(
+                        "entry {}/{seq} of checkpoint {height} is missing from the store",
+                        f.writer
+                    ))
+                })?;
+            if verify_signatures {
+                entry.verify(network, &limits)?;
+            }
+            entries.push(entry);
+        }
+    }
+    drop(read);
+    let refs: Vec<_> = entries.iter().map(|e| e.reference(network)).collect();
+    let ordered: Vec<LogEntry> = order::order(&entries, &refs, |h| {
+        frontier.get(&h.writer).is_some_and(|&n| n > h.seq)
+    })?
+    .into_iter()
+    .cloned()
+    .collect();
+    Ok(Loaded {
+        checkpoint,
+        entries: ordered,
+    })
+}
+
+/// Loads checkpoint `height` and lets the machine verify its ops' signatures ahead of
+/// applying (runs on a second thread while the previous checkpoint is applied).
+fn load_and_prepare<M: StateMachine>(
+    source: &Store,
+    tables: &Tables,
+    network: &Hash32,
+    machine: &M,
+    height: u64,
+    frontier: &BTreeMap<PublicKey, u64>,
+    verify_signatures: bool,
+) -> Result<Loaded, LedgerError> {
+    let loaded = load(source, tables, network, height, frontier, verify_signatures)?;
+    let ops: Vec<&[u8]> = loaded
+        .entries
+        .iter()
+        .flat_map(|e| e.body.ops.iter().map(|op| op.as_slice()))
+        .collect();
+    machine.prepare(&ops);
+    Ok(loaded)
+}
+
 /// Replays the ledger of `network` stored in `source` into `target` (which must be empty):
 /// genesis, then each final checkpoint's entries in their order, one transaction per
-/// checkpoint, comparing the roots. Stops at the first divergent checkpoint.
-pub fn replay<M: StateMachine>(
+/// checkpoint, comparing the roots. Stops at the first divergent checkpoint. The next
+/// checkpoint is read and its signatures verified on a second thread while one is applied.
+pub fn replay<M: StateMachine + Sync>(
     source: &Store,
     network: &Hash32,
     machine: &M,
@@ -103,14 +178,23 @@ pub fn replay<M: StateMachine>(
         root: target.read()?.state_root()?,
         divergence: None,
     };
-    let limits = LedgerLimits::default();
+    let verify = options.verify_signatures;
     let mut position = 0u64;
     let mut previous_hash = Hash32::ZERO;
+    let mut next = if to >= 1 {
+        Some(load_and_prepare(
+            source, &tables, network, machine, 1, &frontier, verify,
+        ))
+    } else {
+        None
+    };
     for height in 1..=to {
-        let read = source.read()?;
-        let checkpoint = read.get(&tables.checkpoints, &height)?.ok_or_else(|| {
-            LedgerError::Invalid(format!("checkpoint {height} is missing from the store"))
-        })?;
+        let Loaded {
+            checkpoint,
+            entries,
+        } = next
+            .take()
+            .unwrap_or_else(|| Err(LedgerError::Invalid("replay lost its place".into())))?;
         if checkpoint.body.prev != previous_hash {
             return Err(LedgerError::Invalid(format!(
                 "checkpoint {height} does not follow checkpoint {}",
@@ -118,41 +202,50 @@ pub fn replay<M: StateMachine>(
             )));
         }
         previous_hash = checkpoint.hash(network);
-        let mut entries: Vec<LogEntry> = Vec::new();
+        let mut frontier_after = frontier.clone();
         for f in &checkpoint.body.frontier {
-            let from = frontier.get(&f.writer).copied().unwrap_or(0);
-            for seq in from..f.next {
-                let entry = read
-                    .get(&tables.entries, &entry_key(&f.writer, seq))?
-                    .ok_or_else(|| {
-                        LedgerError::Invalid(format!(
-                            "entry {}/{seq} of checkpoint {height} is missing from the store",
-                            f.writer
-                        ))
-                    })?;
-                if options.verify_signatures {
-                    entry.verify(network, &limits)?;
-                }
-                entries.push(entry);
-            }
+            frontier_after.insert(f.writer, f.next);
         }
-        drop(read);
-        let refs: Vec<_> = entries.iter().map(|e| e.reference(network)).collect();
-        let ordered = order::order(&entries, &refs, |h| {
-            frontier.get(&h.writer).is_some_and(|&n| n > h.seq)
-        })?;
-        let mut batch = target.write()?;
         let first_position = position;
-        let applied = apply_entries(
-            machine,
-            network,
-            &mut batch,
-            &ordered,
-            height,
-            checkpoint.body.time,
-            position,
-        )?;
-        let root = StateAccess::root(&batch)?;
+        let refs: Vec<&LogEntry> = entries.iter().collect();
+        let (applied, root, batch) = std::thread::scope(|scope| {
+            let ahead = (height < to).then(|| {
+                let (tables, frontier_after) = (&tables, &frontier_after);
+                scope.spawn(move || {
+                    load_and_prepare(
+                        source,
+                        tables,
+                        network,
+                        machine,
+                        height + 1,
+                        frontier_after,
+                        verify,
+                    )
+                })
+            });
+            let outcome = (|| {
+                let mut batch = target.write()?;
+                let applied = apply_entries(
+                    machine,
+                    network,
+                    &mut batch,
+                    &refs,
+                    height,
+                    checkpoint.body.time,
+                    position,
+                )?;
+                let root = StateAccess::root(&batch)?;
+                Ok::<_, LedgerError>((applied, root, batch))
+            })();
+            if let Some(ahead) = ahead {
+                next = Some(ahead.join().unwrap_or_else(|_| {
+                    Err(LedgerError::Node(
+                        "the replay loader thread panicked".into(),
+                    ))
+                }));
+            }
+            outcome
+        })?;
         let receipts_root = merkle::root(&applied.receipts);
         if root != checkpoint.body.state_root || receipts_root != checkpoint.body.receipts_root {
             report.divergence = Some(ReplayDivergence {
@@ -172,9 +265,7 @@ pub fn replay<M: StateMachine>(
         report.height = height;
         report.root = root;
         position = applied.position;
-        for f in &checkpoint.body.frontier {
-            frontier.insert(f.writer, f.next);
-        }
+        frontier = frontier_after;
         progress(&ReplayProgress {
             height,
             target: to,
