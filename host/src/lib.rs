@@ -10,6 +10,7 @@
 //! - [`store`]: LMDB storage with the lattice-hash state root;
 //! - [`ledger`]: the replicated multi-writer ledger engine (logs, checkpoints, views);
 //! - [`runtime`]: the deterministic WebAssembly contract runtime;
+//! - [`net`]: the libp2p swarm (discovery, versioned protocols, ledger replication transport);
 //! - [`node`]: what drives the ledgers, the runtime and MSB for one peer (the `/tx` lifecycle);
 //! - [`bundled`]: the bundled contract components (Intercom, the registry example);
 //! - [`builder`]: building contract crates into components (`trac contract build`);
@@ -24,6 +25,7 @@ pub mod codec;
 pub mod crypto;
 pub mod ledger;
 pub mod msb;
+pub mod net;
 pub mod node;
 pub mod runtime;
 pub mod store;

@@ -2,6 +2,7 @@
 mod cli_contract;
 mod cli_keys;
 mod cli_replay;
+mod cli_run;
 mod codec;
 mod contracts;
 mod crypto;
@@ -11,6 +12,7 @@ mod ledger;
 mod ledger_support;
 mod msb;
 mod msb_support;
+mod net;
 mod runtime;
 mod store;
 mod subnet;

@@ -7,6 +7,7 @@ mod keys;
 mod log;
 mod passphrase;
 mod replay;
+mod run;
 
 use std::process::ExitCode;
 
@@ -28,6 +29,8 @@ pub struct Cli {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the Intercom node: `trac run [store-label] [flags]` (see `trac run --help`).
+    Run(Box<run::RunArgs>),
     /// Create, inspect, import and export the peer keystore.
     Keys(keys::KeysArgs),
     /// Inspect contract components and run calls against a local state.
@@ -64,6 +67,7 @@ pub fn main() -> ExitCode {
 /// Runs a parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run(args) => run::run(*args),
         Command::Keys(args) => keys::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Contract(args) => contract::run(args),

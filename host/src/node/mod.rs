@@ -7,6 +7,7 @@
 //!   subnet `tx` op on every node), with pending transactions persisted in the subnet store;
 //! - [`MsbAccess`]: what that lifecycle needs from MSB; [`LocalMsb`] serves it in process.
 
+pub mod config;
 mod msb_access;
 pub mod txflow;
 

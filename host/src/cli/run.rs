@@ -1,0 +1,252 @@
+//! `trac run [store-label] [flags]`: the Intercom node.
+//!
+//! For now it resolves and checks the configuration ([`crate::node::config`]), creates the store
+//! layout and the keystores, and prints the resolved settings and the startup banner
+//! (`--dry-run`). The node runtime itself is not wired yet: without `--dry-run` the command
+//! fails after checking the configuration, before writing anything.
+//!
+//! The settings are read by [`RunConfig::resolve`] rather than by clap's `env` attributes, so
+//! that an empty flag value falls through to the variable, booleans are strict and the errors
+//! name the flag or variable that was wrong. Every flag's variable is listed in its help.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use zeroize::Zeroizing;
+
+use super::passphrase::{PassphraseArgs, Purpose};
+use crate::node::config::{
+    BannerInfo, LoadedKey, MsbStart, RunConfig, RunFlags, StartPlan, SubnetStart,
+    load_or_create_keypair, render_banner,
+};
+
+/// Message of `trac run` without `--dry-run` until the node runtime is wired.
+pub const NOT_BUILT: &str =
+    "the node runtime is not built yet: use --dry-run to check the configuration";
+
+/// `trac run` arguments. Every flag also reads the environment variable named in its help; a
+/// non-empty flag wins over the variable, the variable over the default.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Store label: the peer store's folder name (same as --peer-store-name). Only a
+    /// positional argument is a store label, never a flag's value.
+    #[arg(value_name = "STORE_LABEL")]
+    store_label: Option<String>,
+
+    /// Peer store folder name [env: PEER_STORE_NAME] [default: the store label, else peer].
+    #[arg(long, value_name = "NAME")]
+    peer_store_name: Option<String>,
+
+    /// Folder holding peer stores [env: PEER_STORES_DIRECTORY] [default: stores].
+    #[arg(long, value_name = "DIR")]
+    peer_stores_directory: Option<String>,
+
+    /// MSB store folder name [env: MSB_STORE_NAME] [default: the peer store name followed by -msb].
+    #[arg(long, value_name = "NAME")]
+    msb_store_name: Option<String>,
+
+    /// Folder holding MSB stores [env: MSB_STORES_DIRECTORY] [default: stores].
+    #[arg(long, value_name = "DIR")]
+    msb_stores_directory: Option<String>,
+
+    /// Channel of a new subnet [env: SUBNET_CHANNEL] [default: trac-peer-subnet].
+    #[arg(long, value_name = "NAME")]
+    subnet_channel: Option<String>,
+
+    /// Subnet to join, 64 hex digits [env: SUBNET_BOOTSTRAP] [default: the store's
+    /// subnet-bootstrap.hex, else create a new subnet].
+    #[arg(long, value_name = "HEX")]
+    subnet_bootstrap: Option<String>,
+
+    /// Peer bootstrap nodes, comma-separated host:port or multiaddrs [env: PEER_DHT_BOOTSTRAP,
+    /// then DHT_BOOTSTRAP]; wins over --dht-bootstrap.
+    #[arg(long, value_name = "LIST")]
+    peer_dht_bootstrap: Option<String>,
+
+    /// Same as --peer-dht-bootstrap [env: DHT_BOOTSTRAP].
+    #[arg(long, value_name = "LIST")]
+    dht_bootstrap: Option<String>,
+
+    /// MSB bootstrap nodes, comma-separated host:port or multiaddrs [env: MSB_DHT_BOOTSTRAP].
+    #[arg(long, value_name = "LIST")]
+    msb_dht_bootstrap: Option<String>,
+
+    /// MSB network to join, 64 hex digits [env: MSB_BOOTSTRAP] [default: the MSB store's
+    /// msb-bootstrap.hex, else create a new dev network].
+    #[arg(long, value_name = "HEX")]
+    msb_bootstrap: Option<String>,
+
+    /// MSB channel [env: MSB_CHANNEL] [default: the MSB store's msb-channel.txt, else
+    /// trac-msb].
+    #[arg(long, value_name = "NAME")]
+    msb_channel: Option<String>,
+
+    /// TNK a new dev network grants each new peer once, like 10 or 0.5 [env: MSB_FAUCET]
+    /// [default: no faucet].
+    #[arg(long, value_name = "AMOUNT")]
+    msb_faucet: Option<String>,
+
+    /// Addresses to listen on, comma-separated multiaddrs or ip:port [env: PEER_LISTEN]
+    /// [default: /ip4/0.0.0.0/tcp/0].
+    #[arg(long, value_name = "LIST")]
+    listen: Option<String>,
+
+    /// LAN discovery with mDNS: 1/true/yes/on or 0/false/no/off; bare = on [env: PEER_MDNS]
+    /// [default: on].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    mdns: Option<String>,
+
+    /// Component a new subnet is created with [env: SUBNET_CONTRACT] [default: the bundled
+    /// Intercom].
+    #[arg(long, value_name = "FILE")]
+    contract: Option<String>,
+
+    /// The sample timer feature: 1/true/yes/on or 0/false/no/off; bare = on
+    /// [env: INTERCOM_TIMER] [default: off].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    timer: Option<String>,
+
+    /// Check the configuration, create the stores and keystores, print the settings and the
+    /// banner, and exit.
+    #[arg(long)]
+    dry_run: bool,
+
+    #[command(flatten)]
+    passphrase: PassphraseArgs,
+}
+
+impl RunArgs {
+    fn flags(&self) -> RunFlags {
+        RunFlags {
+            store_label: self.store_label.clone(),
+            peer_store_name: self.peer_store_name.clone(),
+            peer_stores_directory: self.peer_stores_directory.clone(),
+            msb_store_name: self.msb_store_name.clone(),
+            msb_stores_directory: self.msb_stores_directory.clone(),
+            subnet_channel: self.subnet_channel.clone(),
+            subnet_bootstrap: self.subnet_bootstrap.clone(),
+            peer_dht_bootstrap: self.peer_dht_bootstrap.clone(),
+            dht_bootstrap: self.dht_bootstrap.clone(),
+            msb_dht_bootstrap: self.msb_dht_bootstrap.clone(),
+            msb_bootstrap: self.msb_bootstrap.clone(),
+            msb_channel: self.msb_channel.clone(),
+            msb_faucet: self.msb_faucet.clone(),
+            listen: self.listen.clone(),
+            mdns: self.mdns.clone(),
+            contract: self.contract.clone(),
+            timer: self.timer.clone(),
+        }
+    }
+}
+
+/// Runs `trac run`.
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = RunConfig::resolve(&args.flags(), |k| std::env::var_os(k))?;
+    for warning in &config.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let plan = StartPlan::resolve(&config)?;
+    for warning in &plan.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if !args.dry_run {
+        bail!(NOT_BUILT);
+    }
+
+    plan.persist_joined()?;
+    let mut passphrase = configured_passphrase(&args.passphrase)?;
+    let peer = load_key("peer", &plan.layout.peer_keystore(), &args, &mut passphrase)?;
+    let msb = load_key("MSB", &plan.layout.msb_keystore(), &args, &mut passphrase)?;
+
+    println!("Resolved configuration:");
+    for (flag, value, origin) in plan.settings(&config) {
+        println!("  {flag:<24} {value}  ({origin})");
+    }
+
+    let public = peer.keypair.public();
+    let banner = BannerInfo {
+        msb_bootstrap: plan.msb.bootstrap(),
+        msb_channel: plan.msb_channel.clone(),
+        msb_faucet: match plan.msb {
+            MsbStart::CreateDev { faucet } => faucet,
+            MsbStart::Existing { .. } => None,
+        },
+        msb_address: msb.info.address.clone(),
+        msb_store: plan.layout.msb_store.clone(),
+        msb_dht_bootstrap: config.msb_dht_bootstrap.clone(),
+        peer_store: plan.layout.peer_store.clone(),
+        peer_dht_bootstrap: config.peer_dht_bootstrap.clone(),
+        subnet_bootstrap: plan.subnet.bootstrap(),
+        subnet_channel: config.subnet_channel.clone(),
+        peer_public_key: public,
+        writer_key: public,
+        // The creator of a new subnet is its first writer; whether a joiner may write is only
+        // known once the node has synced the subnet.
+        writable: match plan.subnet {
+            SubnetStart::Create { .. } => Some(true),
+            SubnetStart::Existing { .. } => None,
+        },
+        subnet_bootstrap_file: plan.layout.subnet_bootstrap_file(),
+        listen: config.listen.iter().map(ToString::to_string).collect(),
+    };
+    print!("{}", render_banner(&banner));
+    println!("Dry run: configuration checked; the node was not started.");
+    Ok(())
+}
+
+/// The passphrase given by a flag or variable, if any (`None`: none configured, so new
+/// keystores are created unencrypted). Never prompts.
+fn configured_passphrase(args: &PassphraseArgs) -> anyhow::Result<Option<Zeroizing<String>>> {
+    let configured = args.passphrase.is_some()
+        || args.passphrase_file.is_some()
+        || std::env::var_os("TRAC_PASSPHRASE").is_some()
+        || std::env::var_os("TRAC_PASSPHRASE_FILE").is_some();
+    if configured {
+        // Something is configured, so this reads it without prompting.
+        Ok(Some(args.resolve(Purpose::Create)?))
+    } else {
+        Ok(None)
+    }
+}
+
+/// Loads (or creates) one keystore. An existing encrypted keystore without a configured
+/// passphrase asks for it on a terminal, as `trac keys` does (once: the answer is kept in
+/// `passphrase` for the other keystore).
+fn load_key(
+    which: &str,
+    path: &Path,
+    args: &RunArgs,
+    passphrase: &mut Option<Zeroizing<String>>,
+) -> anyhow::Result<LoadedKey> {
+    let pass = match passphrase {
+        Some(pass) => pass.clone(),
+        None if path.exists() && crate::crypto::keystore::info(path)?.encrypted => {
+            eprintln!("the {which} keystore {} is encrypted", path.display());
+            let pass = args.passphrase.resolve(Purpose::Unlock)?;
+            *passphrase = Some(pass.clone());
+            pass
+        }
+        None => Zeroizing::new(String::new()),
+    };
+    let key = load_or_create_keypair(path, &pass)
+        .with_context(|| format!("cannot load the {which} keystore"))?;
+    if key.created {
+        println!(
+            "created the {which} keystore {} ({})",
+            key.info.path.display(),
+            key.info.address
+        );
+        if !key.info.encrypted {
+            eprintln!(
+                "warning: the key is stored unencrypted (empty passphrase); the file is readable by its owner only (0600)"
+            );
+        }
+    } else if !key.info.encrypted && !pass.is_empty() {
+        eprintln!(
+            "warning: the {which} keystore {} is unencrypted; the passphrase is not used (re-import the key with `trac keys import` to encrypt it)",
+            path.display()
+        );
+    }
+    Ok(key)
+}

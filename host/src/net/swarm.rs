@@ -1,0 +1,1114 @@
+//! The swarm task: builds the behaviours, then routes their events and the handle's commands.
+//!
+//! Everything mutable lives in [`Task`], owned by one tokio task; handles talk to it through a
+//! bounded command channel and the node hears from it through a bounded event channel, so
+//! nothing here is shared or locked.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use libp2p::bytes::Bytes;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder, connection_limits, identify, kad, mdns,
+    noise, ping, tcp, yamux,
+};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, trace, warn};
+
+use super::identity::{libp2p_keypair, public_key_of};
+use super::queue::{Outbound, PeerQueue, QueueLimits};
+use super::wire::{
+    Frame, FrameCodec, FrameKind, LedgerRequest, LedgerResponse, identify_version, protocol_id,
+};
+use super::{NetConfig, NetError, NetEvent, NetHandle, NetStats};
+use crate::codec;
+use crate::crypto::PublicKey;
+use crate::ledger::Message;
+
+/// How long a refused peer is not dialed again on discovery (explicit dials still go through).
+const REFUSAL_MEMORY: Duration = Duration::from_secs(600);
+/// How long a refused peer's connection is kept before it is closed, so that the peer gets our
+/// identify information too and can report the refusal with its own clear message.
+const REFUSAL_GRACE: Duration = Duration::from_millis(200);
+/// How often timers (identify deadlines, bootstrap redials) are checked.
+const TICK: Duration = Duration::from_millis(500);
+/// Bytes of a response frame besides its messages (variant name, array header).
+const RESPONSE_OVERHEAD: usize = 32;
+
+/// Where the answer to a request goes.
+type Reply = oneshot::Sender<Result<Vec<Message>, NetError>>;
+/// Where the outcome of a dial goes.
+type DialReply = oneshot::Sender<Result<PeerId, NetError>>;
+/// A request from a peer waiting for the node's answer (`None`: no answer in time).
+type PendingAnswer = BoxFuture<'static, (PeerId, ResponseChannel<Bytes>, Option<Vec<Message>>)>;
+
+/// What a [`NetHandle`] asks of the swarm task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    ConnectedPeers(oneshot::Sender<Vec<(PeerId, PublicKey)>>),
+    Stats(oneshot::Sender<NetStats>),
+    Dial {
+        addr: Multiaddr,
+        reply: DialReply,
+    },
+    Send {
+        peer: PeerId,
+        frame: Bytes,
+        reply: Reply,
+    },
+    Push {
+        frame: Bytes,
+        reply: oneshot::Sender<usize>,
+    },
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The node's behaviours, one per protocol.
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    limits: connection_limits::Behaviour,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+    ledger: request_response::Behaviour<FrameCodec>,
+}
+
+/// A bootstrap peer as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    /// A multiaddr (or a resolved `ip:port`).
+    Addr(Multiaddr),
+    /// A host name to resolve at each attempt.
+    Host { host: String, port: u16 },
+}
+
+/// A bootstrap peer and what is known about it.
+#[derive(Debug)]
+struct Bootstrap {
+    input: String,
+    target: Target,
+    /// Learned by dialing.
+    peer: Option<PeerId>,
+    dialing: bool,
+    last_attempt: Option<Instant>,
+}
+
+/// Parses a bootstrap entry: a multiaddr (`/ip4/…/tcp/…[/p2p/…]`) or `host:port`
+/// (`[v6]:port` for IPv6 literals).
+fn parse_bootstrap(input: &str) -> Result<Target, NetError> {
+    let bad = |reason: String| NetError::Address {
+        input: input.to_string(),
+        reason,
+    };
+    let text = input.trim();
+    if text.starts_with('/') {
+        return text
+            .parse::<Multiaddr>()
+            .map(Target::Addr)
+            .map_err(|e| bad(format!("not a multiaddr: {e}")));
+    }
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| bad("expected host:port or a multiaddr".into()))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| bad(format!("'{port}' is not a port number")))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(bad("the host is empty".into()));
+    }
+    Ok(match host.parse::<IpAddr>() {
+        Ok(ip) => Target::Addr(tcp_addr(SocketAddr::new(ip, port))),
+        Err(_) => Target::Host {
+            host: host.to_string(),
+            port,
+        },
+    })
+}
+
+/// `/ip4|ip6/<ip>/tcp/<port>`.
+fn tcp_addr(addr: SocketAddr) -> Multiaddr {
+    Multiaddr::empty()
+        .with(match addr.ip() {
+            IpAddr::V4(ip) => Protocol::Ip4(ip),
+            IpAddr::V6(ip) => Protocol::Ip6(ip),
+        })
+        .with(Protocol::Tcp(addr.port()))
+}
+
+/// A dial in progress.
+#[derive(Debug)]
+struct DialWaiter {
+    addr: String,
+    reply: Option<DialReply>,
+    bootstrap: Option<usize>,
+}
+
+/// A connected, identified peer.
+#[derive(Debug)]
+struct PeerState {
+    public: PublicKey,
+    queue: PeerQueue<Reply>,
+}
+
+/// Settings the task consults.
+#[derive(Debug, Clone)]
+struct Settings {
+    identify_version: String,
+    ledger_protocol: StreamProtocol,
+    kad_protocol: StreamProtocol,
+    queue: QueueLimits,
+    max_frame: usize,
+    max_connections: usize,
+    identify_timeout: Duration,
+    bootstrap_retry: Duration,
+    request_timeout: Duration,
+}
+
+/// The state of the swarm task.
+struct Task {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<NetEvent>,
+    settings: Settings,
+    listen_addrs: Vec<Multiaddr>,
+    /// Identified, compatible peers.
+    peers: HashMap<PeerId, PeerState>,
+    /// Connected peers that have not identified themselves yet, since when.
+    handshakes: HashMap<PeerId, Instant>,
+    /// Recently refused peers (not dialed again on discovery).
+    refused: HashMap<PeerId, Instant>,
+    /// Refused peers to disconnect once [`REFUSAL_GRACE`] has passed.
+    closing: Vec<(PeerId, Instant)>,
+    dials: HashMap<ConnectionId, DialWaiter>,
+    ready_waiters: HashMap<PeerId, Vec<DialReply>>,
+    outbound: HashMap<OutboundRequestId, (PeerId, Option<Reply>)>,
+    answers: FuturesUnordered<PendingAnswer>,
+    bootstrap: Vec<Bootstrap>,
+    resolved_tx: mpsc::UnboundedSender<(usize, Result<Vec<SocketAddr>, String>)>,
+    resolved_rx: mpsc::UnboundedReceiver<(usize, Result<Vec<SocketAddr>, String>)>,
+    stats: NetStats,
+}
+
+fn protocol(name: &str, version: u32) -> Result<StreamProtocol, NetError> {
+    StreamProtocol::try_from_owned(protocol_id(name, version))
+        .map_err(|e| NetError::Setup(format!("protocol id: {e}")))
+}
+
+/// Builds the swarm and spawns its task (see [`super::Net::start`]).
+pub(crate) fn start(config: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetEvent>), NetError> {
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| NetError::NoRuntime)?;
+    let bootstrap = config
+        .bootstrap
+        .iter()
+        .map(|input| {
+            parse_bootstrap(input).map(|target| Bootstrap {
+                input: input.clone(),
+                target,
+                peer: None,
+                dialing: false,
+                last_attempt: None,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let key = libp2p_keypair(&config.keypair)?;
+    let local = key.public().to_peer_id();
+    let limits = config.limits;
+    let settings = Settings {
+        identify_version: identify_version(config.protocol_version),
+        ledger_protocol: protocol("ledger", config.protocol_version)?,
+        kad_protocol: protocol("kad", config.protocol_version)?,
+        queue: QueueLimits {
+            max_in_flight: limits.max_in_flight.max(1),
+            max_queued: limits.max_queued,
+            max_queued_bytes: limits.max_queued_bytes,
+        },
+        max_frame: limits.max_frame_bytes,
+        max_connections: limits.max_connections as usize,
+        identify_timeout: config.identify_timeout,
+        bootstrap_retry: config.bootstrap_retry,
+        request_timeout: config.request_timeout,
+    };
+
+    let mut kad_config = kad::Config::new(settings.kad_protocol.clone());
+    kad_config
+        .set_query_timeout(Duration::from_secs(30))
+        .set_periodic_bootstrap_interval(Some(Duration::from_secs(120)));
+    let mut kad =
+        kad::Behaviour::with_config(local, kad::store::MemoryStore::new(local), kad_config);
+    // Loopback and LAN nodes have no confirmed external address; serve the DHT regardless.
+    kad.set_mode(Some(kad::Mode::Server));
+    let mdns = if config.mdns {
+        Some(
+            mdns::tokio::Behaviour::new(mdns::Config::default(), local)
+                .map_err(|e| NetError::Setup(format!("mDNS: {e}")))?,
+        )
+    } else {
+        None
+    };
+    let behaviour = Behaviour {
+        limits: connection_limits::Behaviour::new(
+            connection_limits::ConnectionLimits::default()
+                .with_max_established(Some(limits.max_connections))
+                .with_max_established_per_peer(Some(2)),
+        ),
+        identify: identify::Behaviour::new(
+            identify::Config::new(settings.identify_version.clone(), key.public())
+                .with_agent_version(format!("trac-host/{}", env!("CARGO_PKG_VERSION"))),
+        ),
+        ping: ping::Behaviour::new(ping::Config::new()),
+        kad,
+        mdns: Toggle::from(mdns),
+        ledger: request_response::Behaviour::with_codec(
+            FrameCodec {
+                max_frame: limits.max_frame_bytes,
+            },
+            [(settings.ledger_protocol.clone(), ProtocolSupport::Full)],
+            request_response::Config::default()
+                .with_request_timeout(config.request_timeout)
+                .with_max_concurrent_streams(limits.max_streams_per_connection.max(1)),
+        ),
+    };
+
+    let idle_timeout = config.idle_timeout;
+    let mut swarm = SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| NetError::Setup(format!("noise: {e}")))?
+        .with_behaviour(|_| behaviour)
+        .map_err(|e| NetError::Setup(format!("behaviour: {e:?}")))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
+        .build();
+    for addr in &config.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| NetError::Listen {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+    }
+    info!(
+        peer = %local,
+        key = %config.keypair.public(),
+        version = %settings.identify_version,
+        "network started"
+    );
+
+    let (command_tx, command_rx) = mpsc::channel(256);
+    let (event_tx, event_rx) = mpsc::channel(limits.event_capacity.max(1));
+    let (resolved_tx, resolved_rx) = mpsc::unbounded_channel();
+    let task = Task {
+        swarm,
+        commands: command_rx,
+        events: event_tx,
+        settings,
+        listen_addrs: Vec::new(),
+        peers: HashMap::new(),
+        handshakes: HashMap::new(),
+        refused: HashMap::new(),
+        closing: Vec::new(),
+        dials: HashMap::new(),
+        ready_waiters: HashMap::new(),
+        outbound: HashMap::new(),
+        answers: FuturesUnordered::new(),
+        bootstrap,
+        resolved_tx,
+        resolved_rx,
+        stats: NetStats::default(),
+    };
+    let join = runtime.spawn(task.run());
+    let handle = NetHandle {
+        commands: command_tx,
+        peer_id: local,
+        public: config.keypair.public(),
+        max_frame: limits.max_frame_bytes,
+        task: Arc::new(Mutex::new(Some(join))),
+    };
+    Ok((handle, event_rx))
+}
+
+impl Task {
+    async fn run(mut self) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown(done)) => {
+                        self.close().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(command) => self.command(command),
+                    None => {
+                        // Every handle is gone.
+                        self.close().await;
+                        return;
+                    }
+                },
+                event = self.swarm.select_next_some() => self.swarm_event(event),
+                Some((peer, channel, answer)) = self.answers.next(),
+                    if !self.answers.is_empty() =>
+                {
+                    self.answer(peer, channel, answer);
+                }
+                Some((index, resolved)) = self.resolved_rx.recv() => self.resolved(index, resolved),
+                _ = tick.tick() => self.tick(),
+            }
+        }
+    }
+
+    /// Closes every connection (waiting briefly so peers see a clean close) and stops.
+    async fn close(&mut self) {
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in peers {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        let deadline = tokio::time::sleep(Duration::from_millis(500));
+        tokio::pin!(deadline);
+        while self.swarm.network_info().num_peers() > 0 {
+            tokio::select! {
+                _ = &mut deadline => break,
+                event = self.swarm.select_next_some() => {
+                    if let SwarmEvent::ConnectionClosed {
+                        peer_id,
+                        num_established: 0,
+                        ..
+                    } = event
+                    {
+                        self.disconnected(peer_id);
+                    }
+                }
+            }
+        }
+        info!(peer = %self.swarm.local_peer_id(), "network stopped");
+    }
+
+    /// Sends an event to the node without ever blocking the swarm; counts what is dropped.
+    fn emit(&mut self, event: NetEvent) -> bool {
+        match self.events.try_send(event) {
+            Ok(()) => true,
+            Err(TrySendError::Full(event)) => {
+                self.stats.dropped_events += 1;
+                warn!(
+                    event = event_name(&event),
+                    "the node is not reading network events fast enough; event dropped"
+                );
+                false
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::ListenAddrs(reply) => {
+                let _ = reply.send(self.listen_addrs.clone());
+            }
+            Command::ConnectedPeers(reply) => {
+                let peers = self.peers.iter().map(|(id, s)| (*id, s.public)).collect();
+                let _ = reply.send(peers);
+            }
+            Command::Stats(reply) => {
+                let _ = reply.send(self.stats);
+            }
+            Command::Dial { addr, reply } => self.dial(addr.to_string(), addr, Some(reply), None),
+            Command::Send { peer, frame, reply } => {
+                let Some(state) = self.peers.get_mut(&peer) else {
+                    let _ = reply.send(Err(NetError::NotConnected(peer)));
+                    return;
+                };
+                match state.queue.request(frame, reply) {
+                    Ok(()) => self.pump(peer),
+                    Err(full) => {
+                        warn!(%peer, queued = full.queued, "outbound queue full; request refused");
+                        let _ = full.reply.send(Err(NetError::QueueFull {
+                            peer,
+                            queued: full.queued,
+                            bytes: full.bytes,
+                        }));
+                    }
+                }
+            }
+            Command::Push { frame, reply } => {
+                let peers: Vec<PeerId> = self.peers.keys().copied().collect();
+                for peer in &peers {
+                    if let Some(state) = self.peers.get_mut(peer) {
+                        let dropped = state.queue.push(frame.clone());
+                        if dropped > 0 {
+                            self.stats.dropped_pushes += dropped;
+                            warn!(%peer, dropped, "peer is slow: oldest queued pushes dropped");
+                        }
+                    }
+                    self.pump(*peer);
+                }
+                let _ = reply.send(peers.len());
+            }
+            Command::Shutdown(_) => unreachable!("handled by the loop"),
+        }
+    }
+
+    /// Starts a dial; `reply` hears when the peer has identified itself.
+    fn dial(
+        &mut self,
+        label: String,
+        addr: Multiaddr,
+        reply: Option<DialReply>,
+        bootstrap: Option<usize>,
+    ) {
+        let opts = match addr.iter().last() {
+            Some(Protocol::P2p(peer)) if self.peers.contains_key(&peer) => {
+                // Already connected and identified.
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(peer));
+                }
+                return;
+            }
+            Some(Protocol::P2p(peer)) => DialOpts::peer_id(peer)
+                .addresses(vec![addr])
+                .condition(PeerCondition::Always)
+                .build(),
+            _ => DialOpts::unknown_peer_id().address(addr).build(),
+        };
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                debug!(addr = %label, "dialing");
+                self.dials.insert(
+                    id,
+                    DialWaiter {
+                        addr: label,
+                        reply,
+                        bootstrap,
+                    },
+                );
+            }
+            Err(e) => {
+                warn!(addr = %label, "cannot dial: {e}");
+                if let Some(i) = bootstrap {
+                    self.bootstrap[i].dialing = false;
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(NetError::Dial {
+                        addr: label,
+                        reason: e.to_string(),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Puts queued frames for `peer` on the wire while its window has room.
+    fn pump(&mut self, peer: PeerId) {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        while let Some(item) = state.queue.next_ready() {
+            let (frame, reply) = match item {
+                Outbound::Push(frame) => (frame, None),
+                Outbound::Request(frame, reply) => (frame, Some(reply)),
+            };
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .ledger
+                .send_request(&peer, Frame::Bytes(frame));
+            self.outbound.insert(id, (peer, reply));
+        }
+    }
+
+    fn swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(%address, "listening");
+                self.listen_addrs.push(address.clone());
+                self.emit(NetEvent::Listening(address));
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.retain(|a| a != &address);
+            }
+            SwarmEvent::ListenerClosed {
+                addresses, reason, ..
+            } => {
+                warn!(?addresses, ?reason, "listener closed");
+                self.listen_addrs.retain(|a| !addresses.contains(a));
+            }
+            SwarmEvent::ListenerError { error, .. } => warn!("listener error: {error}"),
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                debug!(
+                    peer = %peer_id,
+                    addr = %endpoint.get_remote_address(),
+                    "connection established"
+                );
+                self.connected(peer_id, connection_id);
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                cause,
+                ..
+            } => {
+                debug!(peer = %peer_id, ?cause, "connection closed");
+                if num_established == 0 {
+                    self.disconnected(peer_id);
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                error,
+                ..
+            } => {
+                let Some(waiter) = self.dials.remove(&connection_id) else {
+                    debug!("outgoing connection failed: {error}");
+                    return;
+                };
+                if let Some(i) = waiter.bootstrap {
+                    self.bootstrap[i].dialing = false;
+                    warn!(
+                        addr = %waiter.addr,
+                        retry = ?self.settings.bootstrap_retry,
+                        "bootstrap peer unreachable: {error}"
+                    );
+                } else {
+                    debug!(addr = %waiter.addr, "dial failed: {error}");
+                }
+                if let Some(reply) = waiter.reply {
+                    let _ = reply.send(Err(NetError::Dial {
+                        addr: waiter.addr,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            SwarmEvent::IncomingConnectionError { error, .. } => {
+                debug!("incoming connection failed: {error}");
+            }
+            SwarmEvent::Behaviour(event) => self.behaviour_event(event),
+            _ => {}
+        }
+    }
+
+    fn connected(&mut self, peer: PeerId, connection: ConnectionId) {
+        if let Some(waiter) = self.dials.remove(&connection) {
+            if let Some(i) = waiter.bootstrap {
+                self.bootstrap[i].peer = Some(peer);
+                self.bootstrap[i].dialing = false;
+            }
+            if let Some(reply) = waiter.reply {
+                if self.peers.contains_key(&peer) {
+                    let _ = reply.send(Ok(peer));
+                } else {
+                    self.ready_waiters.entry(peer).or_default().push(reply);
+                }
+            }
+        }
+        if !self.peers.contains_key(&peer) {
+            self.handshakes.entry(peer).or_insert_with(Instant::now);
+        }
+    }
+
+    fn disconnected(&mut self, peer: PeerId) {
+        self.handshakes.remove(&peer);
+        for reply in self.ready_waiters.remove(&peer).unwrap_or_default() {
+            let _ = reply.send(Err(NetError::Dial {
+                addr: peer.to_string(),
+                reason: "the connection closed before the peer identified itself".into(),
+            }));
+        }
+        if let Some(mut state) = self.peers.remove(&peer) {
+            for reply in state.queue.drain_requests() {
+                let _ = reply.send(Err(NetError::NotConnected(peer)));
+            }
+            info!(%peer, "peer disconnected");
+            self.emit(NetEvent::PeerDisconnected(peer));
+        }
+    }
+
+    fn behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Limits(never) => match never {},
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                self.identified(peer_id, info);
+            }
+            BehaviourEvent::Identify(identify::Event::Error { peer_id, error, .. }) => {
+                debug!(peer = %peer_id, "identify failed: {error}");
+            }
+            BehaviourEvent::Identify(_) => {}
+            BehaviourEvent::Ping(event) => trace!(?event, "ping"),
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated {
+                peer,
+                is_new_peer: true,
+                addresses,
+                ..
+            }) => {
+                debug!(%peer, "DHT routing table: new peer");
+                self.discovered(peer, addresses.into_vec());
+            }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::Bootstrap(result),
+                ..
+            }) => match result {
+                Ok(ok) => debug!(remaining = ok.num_remaining, "DHT bootstrap progressed"),
+                Err(e) => debug!("DHT bootstrap: {e:?}"),
+            },
+            BehaviourEvent::Kad(event) => trace!(?event, "kad"),
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, addr) in found {
+                    debug!(%peer, %addr, "mDNS: discovered");
+                    self.discovered(peer, vec![addr]);
+                }
+            }
+            BehaviourEvent::Mdns(mdns::Event::Expired(_)) => {}
+            BehaviourEvent::Ledger(event) => self.ledger_event(event),
+        }
+    }
+
+    /// Dials a peer found through the DHT or mDNS, unless known, refused or over the limit.
+    fn discovered(&mut self, peer: PeerId, addresses: Vec<Multiaddr>) {
+        if peer == *self.swarm.local_peer_id()
+            || addresses.is_empty()
+            || self.swarm.is_connected(&peer)
+            || self.refused.contains_key(&peer)
+            || self.swarm.network_info().num_peers() >= self.settings.max_connections
+        {
+            return;
+        }
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addresses)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            debug!(%peer, "not dialing discovered peer: {e}");
+        }
+    }
+
+    /// Why a peer's identify information makes it incompatible, if it does.
+    fn incompatibility(&self, info: &identify::Info) -> Option<String> {
+        let ours = &self.settings.identify_version;
+        if &info.protocol_version != ours {
+            return Some(format!(
+                "peer speaks protocol version '{}', this node speaks '{ours}'; \
+                 both must run the same protocol version (upgrade the older node)",
+                info.protocol_version
+            ));
+        }
+        if !info.protocols.contains(&self.settings.ledger_protocol) {
+            let offered: Vec<String> = info
+                .protocols
+                .iter()
+                .filter(|p| p.as_ref().starts_with("/trac/"))
+                .map(ToString::to_string)
+                .collect();
+            return Some(format!(
+                "peer does not offer {} (its trac protocols: {})",
+                self.settings.ledger_protocol,
+                if offered.is_empty() {
+                    "none".to_string()
+                } else {
+                    offered.join(", ")
+                }
+            ));
+        }
+        None
+    }
+
+    fn identified(&mut self, peer: PeerId, info: identify::Info) {
+        if let Some(reason) = self.incompatibility(&info) {
+            self.refuse(peer, reason);
+            return;
+        }
+        let Some(public) = public_key_of(&peer) else {
+            self.refuse(peer, "its peer id is not an ed25519 key".into());
+            return;
+        };
+        if info.protocols.contains(&self.settings.kad_protocol) {
+            let kad = &mut self.swarm.behaviour_mut().kad;
+            for addr in info.listen_addrs.iter().take(16) {
+                kad.add_address(&peer, addr.clone());
+            }
+        }
+        if self.peers.contains_key(&peer) || !self.swarm.is_connected(&peer) {
+            return;
+        }
+        self.handshakes.remove(&peer);
+        self.peers.insert(
+            peer,
+            PeerState {
+                public,
+                queue: PeerQueue::new(self.settings.queue),
+            },
+        );
+        info!(%peer, key = %public, agent = %info.agent_version, "peer connected");
+        for reply in self.ready_waiters.remove(&peer).unwrap_or_default() {
+            let _ = reply.send(Ok(peer));
+        }
+        self.emit(NetEvent::PeerConnected(peer, public));
+        if self.bootstrap.iter().any(|b| b.peer == Some(peer)) {
+            // A bootstrap peer is in: look ourselves up to fill the routing table.
+            if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
+                debug!("DHT bootstrap not started: {e}");
+            }
+        }
+    }
+
+    /// Refuses a peer: tells the node and any dialer why, and disconnects.
+    fn refuse(&mut self, peer: PeerId, reason: String) {
+        warn!(%peer, %reason, "peer refused");
+        self.stats.refused_peers += 1;
+        self.refused.insert(peer, Instant::now());
+        self.handshakes.remove(&peer);
+        self.swarm.behaviour_mut().kad.remove_peer(&peer);
+        for reply in self.ready_waiters.remove(&peer).unwrap_or_default() {
+            let _ = reply.send(Err(NetError::Refused {
+                peer,
+                reason: reason.clone(),
+            }));
+        }
+        if let Some(mut state) = self.peers.remove(&peer) {
+            for reply in state.queue.drain_requests() {
+                let _ = reply.send(Err(NetError::NotConnected(peer)));
+            }
+            self.emit(NetEvent::PeerDisconnected(peer));
+        }
+        self.emit(NetEvent::Refused { peer, reason });
+        self.closing.push((peer, Instant::now()));
+    }
+
+    /// An inbound frame was refused (too large, malformed): counted and reported, the
+    /// connection stays.
+    fn frame_refused(&mut self, peer: PeerId, reason: String) {
+        warn!(%peer, %reason, "ledger frame refused");
+        self.stats.refused_frames += 1;
+        self.emit(NetEvent::Refused { peer, reason });
+    }
+
+    fn ledger_event(&mut self, event: request_response::Event<Frame, Bytes>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => self.inbound(peer, request, channel),
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => self.response(peer, request_id, Ok(response)),
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => self.response(peer, request_id, Err(error.to_string())),
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, "inbound ledger request failed: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn respond(
+        &mut self,
+        peer: PeerId,
+        channel: ResponseChannel<Bytes>,
+        response: &LedgerResponse,
+    ) {
+        let frame = Bytes::from(codec::encode(response));
+        if self
+            .swarm
+            .behaviour_mut()
+            .ledger
+            .send_response(channel, frame)
+            .is_err()
+        {
+            debug!(%peer, "response not sent: the request timed out or the connection closed");
+        }
+    }
+
+    fn inbound(&mut self, peer: PeerId, frame: Frame, channel: ResponseChannel<Bytes>) {
+        if self.closing.iter().any(|(p, _)| *p == peer) {
+            let refused = LedgerResponse::Refused("this node refused the connection".into());
+            self.respond(peer, channel, &refused);
+            return;
+        }
+        let frame = match frame {
+            Frame::Bytes(frame) => frame,
+            Frame::TooLarge(too_large) => {
+                let reason = format!("ledger frame refused: {too_large}");
+                self.frame_refused(peer, reason.clone());
+                self.respond(peer, channel, &LedgerResponse::Refused(reason));
+                return;
+            }
+        };
+        let request: LedgerRequest = match codec::decode(&frame) {
+            Ok(request) => request,
+            Err(e) => {
+                let reason = format!("malformed ledger frame of {} bytes: {e}", frame.len());
+                self.frame_refused(peer, reason.clone());
+                self.respond(peer, channel, &LedgerResponse::Refused(reason));
+                return;
+            }
+        };
+        let LedgerRequest {
+            network,
+            kind,
+            messages,
+        } = request;
+        trace!(%peer, %network, ?kind, count = messages.len(), "ledger frame");
+        match kind {
+            FrameKind::Push => {
+                self.respond(peer, channel, &LedgerResponse::Messages(Vec::new()));
+                self.emit(NetEvent::Pushed {
+                    peer,
+                    network,
+                    messages,
+                });
+            }
+            FrameKind::Request => {
+                let (reply, answer) = oneshot::channel();
+                if self.emit(NetEvent::Request {
+                    peer,
+                    network,
+                    messages,
+                    reply,
+                }) {
+                    // The wait is bounded: a node that neither answers nor drops `reply` must
+                    // not pin the entry here forever.
+                    let timeout = self.settings.request_timeout;
+                    self.answers.push(Box::pin(async move {
+                        let answer = tokio::time::timeout(timeout, answer).await;
+                        (peer, channel, answer.ok().and_then(Result::ok))
+                    }));
+                } else {
+                    let busy = LedgerResponse::Refused("the node is busy; retry later".into());
+                    self.respond(peer, channel, &busy);
+                }
+            }
+        }
+    }
+
+    /// The node answered a peer's request.
+    fn answer(
+        &mut self,
+        peer: PeerId,
+        channel: ResponseChannel<Bytes>,
+        answer: Option<Vec<Message>>,
+    ) {
+        let response = match answer {
+            Some(messages) => LedgerResponse::Messages(self.fit(messages)),
+            None => LedgerResponse::Refused("the node did not answer the request".into()),
+        };
+        self.respond(peer, channel, &response);
+    }
+
+    /// Cuts an answer to the messages that fit in one frame (the peer asks again for the rest).
+    fn fit(&self, mut messages: Vec<Message>) -> Vec<Message> {
+        let budget = self.settings.max_frame.saturating_sub(RESPONSE_OVERHEAD);
+        if codec::encode(&messages).len() <= budget {
+            return messages;
+        }
+        let mut total = 0usize;
+        let mut keep = 0usize;
+        for message in &messages {
+            total += codec::encode(message).len();
+            if total > budget {
+                break;
+            }
+            keep += 1;
+        }
+        warn!(
+            kept = keep,
+            dropped = messages.len() - keep,
+            "answer larger than a frame: cut to what fits"
+        );
+        messages.truncate(keep);
+        messages
+    }
+
+    /// A request or push of ours got its answer or failed.
+    fn response(&mut self, peer: PeerId, id: OutboundRequestId, result: Result<Bytes, String>) {
+        let Some((_, reply)) = self.outbound.remove(&id) else {
+            return;
+        };
+        if let Some(state) = self.peers.get_mut(&peer) {
+            state.queue.finished();
+        }
+        let outcome = match result {
+            Ok(frame) => match codec::decode::<LedgerResponse>(&frame) {
+                Ok(LedgerResponse::Messages(messages)) => Ok(messages),
+                Ok(LedgerResponse::Refused(reason)) => Err(NetError::Remote { peer, reason }),
+                Err(e) => {
+                    let reason = format!("malformed ledger response: {e}");
+                    self.frame_refused(peer, reason.clone());
+                    Err(NetError::Request { peer, reason })
+                }
+            },
+            Err(reason) => Err(NetError::Request { peer, reason }),
+        };
+        match reply {
+            Some(reply) => {
+                let _ = reply.send(outcome);
+            }
+            None => {
+                if let Err(e) = outcome {
+                    debug!(%peer, "push not delivered: {e}");
+                }
+            }
+        }
+        self.pump(peer);
+    }
+
+    /// Timers: identify deadlines, forgotten refusals, bootstrap (re)dials.
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let timeout = self.settings.identify_timeout;
+        let late: Vec<PeerId> = self
+            .handshakes
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since) > timeout)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in late {
+            self.refuse(
+                peer,
+                format!("peer did not identify itself within {timeout:?}"),
+            );
+        }
+        self.refused
+            .retain(|_, since| now.duration_since(*since) < REFUSAL_MEMORY);
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.closing)
+            .into_iter()
+            .partition(|(_, since)| now.duration_since(*since) >= REFUSAL_GRACE);
+        self.closing = waiting;
+        for (peer, _) in due {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+
+        for i in 0..self.bootstrap.len() {
+            let entry = &self.bootstrap[i];
+            let connected = entry.peer.is_some_and(|p| self.swarm.is_connected(&p));
+            let recent = entry
+                .last_attempt
+                .is_some_and(|t| now.duration_since(t) < self.settings.bootstrap_retry);
+            if entry.dialing || connected || recent {
+                continue;
+            }
+            let entry = &mut self.bootstrap[i];
+            entry.last_attempt = Some(now);
+            entry.dialing = true;
+            match entry.target.clone() {
+                Target::Addr(addr) => {
+                    let label = entry.input.clone();
+                    self.dial(label, addr, None, Some(i));
+                }
+                Target::Host { host, port } => {
+                    let tx = self.resolved_tx.clone();
+                    tokio::spawn(async move {
+                        let resolved = tokio::net::lookup_host((host.as_str(), port))
+                            .await
+                            .map(|addrs| addrs.collect::<Vec<_>>())
+                            .map_err(|e| e.to_string());
+                        let _ = tx.send((i, resolved));
+                    });
+                }
+            }
+        }
+    }
+
+    /// A bootstrap host name resolved (or did not).
+    fn resolved(&mut self, index: usize, resolved: Result<Vec<SocketAddr>, String>) {
+        let Some(entry) = self.bootstrap.get_mut(index) else {
+            return;
+        };
+        let addrs = resolved.unwrap_or_else(|e| {
+            warn!(input = %entry.input, "cannot resolve bootstrap peer: {e}");
+            Vec::new()
+        });
+        // Prefer IPv4 (what nodes listen on by default).
+        let Some(addr) = addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or_else(|| addrs.first())
+            .copied()
+        else {
+            entry.dialing = false;
+            return;
+        };
+        let label = entry.input.clone();
+        self.dial(label, tcp_addr(addr), None, Some(index));
+    }
+}
+
+fn event_name(event: &NetEvent) -> &'static str {
+    match event {
+        NetEvent::Listening(_) => "listening",
+        NetEvent::PeerConnected(..) => "peer-connected",
+        NetEvent::PeerDisconnected(_) => "peer-disconnected",
+        NetEvent::Request { .. } => "request",
+        NetEvent::Pushed { .. } => "pushed",
+        NetEvent::Refused { .. } => "refused",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_entries() {
+        assert_eq!(
+            parse_bootstrap("127.0.0.1:4001").unwrap(),
+            Target::Addr("/ip4/127.0.0.1/tcp/4001".parse().unwrap())
+        );
+        assert_eq!(
+            parse_bootstrap("[::1]:9").unwrap(),
+            Target::Addr("/ip6/::1/tcp/9".parse().unwrap())
+        );
+        assert_eq!(
+            parse_bootstrap("seed.example:4001").unwrap(),
+            Target::Host {
+                host: "seed.example".into(),
+                port: 4001
+            }
+        );
+        assert_eq!(
+            parse_bootstrap("/ip4/10.0.0.1/tcp/5").unwrap(),
+            Target::Addr("/ip4/10.0.0.1/tcp/5".parse().unwrap())
+        );
+        for bad in [
+            "",
+            "host",
+            "host:port",
+            ":4001",
+            "/not/a/multiaddr",
+            "h:70000",
+        ] {
+            let err = parse_bootstrap(bad).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("invalid address '{bad}'")),
+                "{err}"
+            );
+        }
+    }
+}

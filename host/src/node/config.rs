@@ -1,0 +1,1486 @@
+//! The configuration of `trac run`: every setting with its flag, environment variable and
+//! default, the store layout on disk, the persisted bootstrap files and the startup banner.
+//!
+//! Resolution happens in three steps, each testable on its own:
+//!
+//! 1. [`RunConfig::resolve`] turns the raw command-line values ([`RunFlags`]) and the environment
+//!    into typed settings, failing on the first invalid value with an error that names the flag
+//!    (or variable) and the value. It reads no file.
+//! 2. [`StartPlan::resolve`] adds what is persisted in the stores (`subnet-bootstrap.hex`,
+//!    `msb-bootstrap.hex`, `msb-channel.txt`) and decides whether this start creates or joins the
+//!    MSB network and the subnet. It reads files but writes nothing.
+//! 3. [`StoreLayout::create`], [`StartPlan::persist_joined`] and [`load_or_create_keypair`]
+//!    create the folders, persist the bootstraps a joiner was given and load (or create) the
+//!    keystores. [`render_banner`] then formats what the node prints at startup.
+//!
+//! # Settings
+//!
+//! Precedence for every setting: command line, then environment variable, then (where noted)
+//! the persisted file, then the default. An empty value (`--x=` or `X=`) counts as absent.
+//! Flags take `--k v` or `--k=v`; booleans also take a bare `--k` (true) and accept
+//! `1/true/yes/on` and `0/false/no/off` (case-insensitive); anything else is an error.
+//!
+//! | Flag | Environment | Default | Meaning |
+//! |---|---|---|---|
+//! | positional `[store-label]` | — | — | same as `--peer-store-name` (command line) |
+//! | `--peer-store-name` | `PEER_STORE_NAME` | store label, else `peer` | peer store folder name |
+//! | `--peer-stores-directory` | `PEER_STORES_DIRECTORY` | `stores` | folder holding peer stores |
+//! | `--msb-store-name` | `MSB_STORE_NAME` | `<peer-store-name>-msb` | MSB store folder name |
+//! | `--msb-stores-directory` | `MSB_STORES_DIRECTORY` | `stores` | folder holding MSB stores |
+//! | `--subnet-channel` | `SUBNET_CHANNEL` | `trac-peer-subnet` | channel of a new subnet (1–128 bytes) |
+//! | `--subnet-bootstrap` | `SUBNET_BOOTSTRAP` | `subnet-bootstrap.hex`, else none = create | subnet id to join, 64 hex |
+//! | `--peer-dht-bootstrap`, `--dht-bootstrap` | `PEER_DHT_BOOTSTRAP`, `DHT_BOOTSTRAP` | none | CSV of `host:port` or multiaddrs; first given of that order wins |
+//! | `--msb-dht-bootstrap` | `MSB_DHT_BOOTSTRAP` | none | CSV of `host:port` or multiaddrs for MSB |
+//! | `--msb-bootstrap` | `MSB_BOOTSTRAP` | `msb-bootstrap.hex`, else none = new dev network | MSB network id to join, 64 hex |
+//! | `--msb-channel` | `MSB_CHANNEL` | `msb-channel.txt`, else `trac-msb` | MSB channel (1–128 bytes) |
+//! | `--msb-faucet` | `MSB_FAUCET` | none | TNK granted once to each new peer by a new dev network (`10`, `0.5`) |
+//! | `--listen` | `PEER_LISTEN` | `/ip4/0.0.0.0/tcp/0` | CSV of multiaddrs or `ip:port` to listen on |
+//! | `--mdns` | `PEER_MDNS` | on | LAN discovery with mDNS |
+//! | `--contract` | `SUBNET_CONTRACT` | bundled Intercom | component a new subnet is created with |
+//! | `--timer` | `INTERCOM_TIMER` | off | the sample timer feature |
+//!
+//! The keystore passphrase (`--passphrase`, `--passphrase-file`, `TRAC_PASSPHRASE`,
+//! `TRAC_PASSPHRASE_FILE`) is resolved by the command line as for `trac keys`; without one the
+//! keystores are created unencrypted.
+//!
+//! Fixes of the reference runner: the store label is only ever a positional argument (a flag's
+//! value never becomes the store name), the command line beats `PEER_STORE_NAME` for the store
+//! name, invalid booleans are errors rather than false, the joined subnet and MSB bootstraps are
+//! persisted too (a restarted joiner rejoins instead of silently creating a new subnet), and the
+//! peer and MSB stores may not be the same folder.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use libp2p::multiaddr::{Multiaddr, Protocol};
+
+use crate::crypto::keystore::{self, KdfParams, KeystoreError, KeystoreInfo};
+use crate::crypto::{Hash32, Keypair, PublicKey};
+use crate::msb::ops::{format_amount, parse_amount};
+use crate::subnet::MAX_CHANNEL_BYTES;
+
+/// Default peer store name when neither a store label nor `--peer-store-name` is given.
+pub const DEFAULT_PEER_STORE: &str = "peer";
+/// Default folder holding the peer and MSB stores.
+pub const DEFAULT_STORES_DIR: &str = "stores";
+/// Default subnet channel.
+pub const DEFAULT_SUBNET_CHANNEL: &str = "trac-peer-subnet";
+/// Default MSB channel.
+pub const DEFAULT_MSB_CHANNEL: &str = "trac-msb";
+/// Default listen address: every IPv4 interface, a random TCP port.
+pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/0";
+/// Suffix of the default MSB store name (`<peer-store-name>-msb`).
+pub const MSB_STORE_SUFFIX: &str = "-msb";
+/// Keystore file name inside a store (the same file `trac keys --store <name>` works on).
+pub const KEYSTORE_FILE: &str = "keypair.json";
+/// File in the peer store holding the subnet bootstrap (64 lowercase hex digits and `\n`).
+pub const SUBNET_BOOTSTRAP_FILE: &str = "subnet-bootstrap.hex";
+/// File in the MSB store holding the MSB network id (64 lowercase hex digits and `\n`).
+pub const MSB_BOOTSTRAP_FILE: &str = "msb-bootstrap.hex";
+/// File in the MSB store holding the MSB channel (one line).
+pub const MSB_CHANNEL_FILE: &str = "msb-channel.txt";
+
+/// The raw command-line values of `trac run`, exactly as given (`None` when a flag is absent).
+///
+/// The command line fills this from its parser; [`RunConfig::resolve`] validates it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFlags {
+    /// The positional store label.
+    pub store_label: Option<String>,
+    /// `--peer-store-name`.
+    pub peer_store_name: Option<String>,
+    /// `--peer-stores-directory`.
+    pub peer_stores_directory: Option<String>,
+    /// `--msb-store-name`.
+    pub msb_store_name: Option<String>,
+    /// `--msb-stores-directory`.
+    pub msb_stores_directory: Option<String>,
+    /// `--subnet-channel`.
+    pub subnet_channel: Option<String>,
+    /// `--subnet-bootstrap`.
+    pub subnet_bootstrap: Option<String>,
+    /// `--peer-dht-bootstrap`.
+    pub peer_dht_bootstrap: Option<String>,
+    /// `--dht-bootstrap`.
+    pub dht_bootstrap: Option<String>,
+    /// `--msb-dht-bootstrap`.
+    pub msb_dht_bootstrap: Option<String>,
+    /// `--msb-bootstrap`.
+    pub msb_bootstrap: Option<String>,
+    /// `--msb-channel`.
+    pub msb_channel: Option<String>,
+    /// `--msb-faucet`.
+    pub msb_faucet: Option<String>,
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--mdns` (a bare flag is `"true"`).
+    pub mdns: Option<String>,
+    /// `--contract`.
+    pub contract: Option<String>,
+    /// `--timer` (a bare flag is `"true"`).
+    pub timer: Option<String>,
+}
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A command-line flag (its name, with the dashes).
+    Flag(&'static str),
+    /// The positional store label.
+    Positional,
+    /// An environment variable.
+    Env(&'static str),
+    /// A file persisted in a store.
+    File(PathBuf),
+    /// Derived from another setting (for example `<peer-store-name>-msb`).
+    Derived,
+    /// The built-in default.
+    Default,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Flag(flag) => write!(f, "flag {flag}"),
+            Origin::Positional => f.write_str("store label"),
+            Origin::Env(var) => write!(f, "env {var}"),
+            Origin::File(path) => write!(f, "file {}", path.display()),
+            Origin::Derived => f.write_str("derived"),
+            Origin::Default => f.write_str("default"),
+        }
+    }
+}
+
+/// Why the configuration, the store layout or a keystore is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value that does not parse or is out of range.
+    #[error("invalid {} {value:?}: {reason}", naming(setting, origin))]
+    Invalid {
+        /// The setting's flag (`--mdns`).
+        setting: &'static str,
+        /// Where the value came from.
+        origin: Origin,
+        /// The value as given.
+        value: String,
+        /// What is wrong and what is expected.
+        reason: String,
+    },
+    /// An environment variable that is not valid UTF-8.
+    #[error("environment variable {var} (for {setting}) is not valid UTF-8")]
+    NotUnicode {
+        /// The setting's flag.
+        setting: &'static str,
+        /// The variable.
+        var: &'static str,
+    },
+    /// The store label and `--peer-store-name` disagree.
+    #[error(
+        "the store label {label:?} and --peer-store-name {flag:?} disagree: give only one of them"
+    )]
+    ConflictingStoreName {
+        /// The positional label.
+        label: String,
+        /// The flag's value.
+        flag: String,
+    },
+    /// The peer store and the MSB store resolve to the same folder.
+    #[error(
+        "the peer store and the MSB store are the same folder {0}: give --msb-store-name or --msb-stores-directory another value"
+    )]
+    SameStore(PathBuf),
+    /// A subnet bootstrap equal to the MSB bootstrap.
+    #[error("the subnet bootstrap cannot equal the MSB bootstrap ({0})")]
+    SubnetEqualsMsb(Hash32),
+    /// `--msb-faucet` given while joining an MSB network.
+    #[error(
+        "--msb-faucet only applies to a new dev MSB network: it cannot be combined with --msb-bootstrap (from {0})"
+    )]
+    FaucetWhenJoining(Origin),
+    /// The contract file cannot be read.
+    #[error("cannot read the contract file {path} (--contract): {source}")]
+    Contract {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Reading or writing a file of the store layout failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A keystore could not be read, unlocked or created.
+    #[error(transparent)]
+    Keystore(#[from] KeystoreError),
+}
+
+fn naming(setting: &str, origin: &Origin) -> String {
+    match origin {
+        Origin::Env(var) => format!("{var} (for {setting})"),
+        Origin::Positional => "store label".to_string(),
+        Origin::File(path) => format!("{setting} in {}", path.display()),
+        _ => setting.to_string(),
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ConfigError + '_ {
+    move |source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The application component a new subnet is created with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContractSource {
+    /// The bundled Intercom component ([`crate::bundled::INTERCOM`]).
+    BundledIntercom,
+    /// A component file (validated when the subnet is created).
+    File(PathBuf),
+}
+
+impl ContractSource {
+    /// The component's bytes (the file is read; the bundled component is borrowed).
+    pub fn load(&self) -> Result<Cow<'static, [u8]>, ConfigError> {
+        match self {
+            ContractSource::BundledIntercom => Ok(Cow::Borrowed(crate::bundled::INTERCOM)),
+            ContractSource::File(path) => {
+                std::fs::read(path)
+                    .map(Cow::Owned)
+                    .map_err(|source| ConfigError::Contract {
+                        path: path.clone(),
+                        source,
+                    })
+            }
+        }
+    }
+
+    /// Checks that the file exists, is a regular file and can be opened for reading, without
+    /// reading it.
+    pub fn check_readable(&self) -> Result<(), ConfigError> {
+        let ContractSource::File(path) = self else {
+            return Ok(());
+        };
+        let contract_error = |source| ConfigError::Contract {
+            path: path.clone(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(contract_error)?;
+        let meta = file.metadata().map_err(contract_error)?;
+        if !meta.is_file() {
+            return Err(contract_error(std::io::Error::other("not a regular file")));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for ContractSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ContractSource::BundledIntercom => f.write_str("bundled Intercom"),
+            ContractSource::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// The validated settings of `trac run` (see the module documentation for the table).
+///
+/// Settings that can also come from a file persisted in the stores (the subnet bootstrap, the
+/// MSB bootstrap and channel) hold only the command-line or environment value here;
+/// [`StartPlan::resolve`] adds the persisted ones.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Peer store folder name (positional store label or `--peer-store-name`).
+    pub peer_store_name: String,
+    /// Folder holding peer stores (`--peer-stores-directory`).
+    pub peer_stores_dir: PathBuf,
+    /// MSB store folder name (`--msb-store-name`).
+    pub msb_store_name: String,
+    /// Folder holding MSB stores (`--msb-stores-directory`).
+    pub msb_stores_dir: PathBuf,
+    /// Channel of a new subnet (`--subnet-channel`).
+    pub subnet_channel: String,
+    /// Subnet to join, from the command line or environment (`--subnet-bootstrap`).
+    pub subnet_bootstrap: Option<Hash32>,
+    /// Peer bootstrap nodes (`--peer-dht-bootstrap` / `--dht-bootstrap`), as given.
+    pub peer_dht_bootstrap: Vec<String>,
+    /// MSB bootstrap nodes (`--msb-dht-bootstrap`), as given.
+    pub msb_dht_bootstrap: Vec<String>,
+    /// MSB network to join, from the command line or environment (`--msb-bootstrap`).
+    pub msb_bootstrap: Option<Hash32>,
+    /// MSB channel from the command line or environment (`--msb-channel`).
+    pub msb_channel: Option<String>,
+    /// Faucet grant of a new dev MSB network, base units (`--msb-faucet`).
+    pub msb_faucet: Option<u128>,
+    /// Listen addresses (`--listen`).
+    pub listen: Vec<Multiaddr>,
+    /// mDNS discovery on the LAN (`--mdns`).
+    pub mdns: bool,
+    /// Component of a new subnet (`--contract`).
+    pub contract: ContractSource,
+    /// The sample timer feature (`--timer`).
+    pub timer: bool,
+    /// Where each setting came from, by flag name (`--mdns`).
+    pub origins: BTreeMap<&'static str, Origin>,
+    /// Non-fatal remarks about the configuration (to print as warnings).
+    pub warnings: Vec<String>,
+}
+
+/// Reads the first non-empty value among flags, then environment variables.
+struct Lookup<'a> {
+    env: &'a dyn Fn(&str) -> Option<OsString>,
+}
+
+/// A raw value and where it came from.
+struct Raw {
+    value: String,
+    origin: Origin,
+}
+
+impl Lookup<'_> {
+    fn first(
+        &self,
+        setting: &'static str,
+        flags: &[(&'static str, &Option<String>)],
+        envs: &[&'static str],
+    ) -> Result<Option<Raw>, ConfigError> {
+        for (flag, value) in flags {
+            if let Some(value) = value.as_deref().filter(|v| !v.trim().is_empty()) {
+                return Ok(Some(Raw {
+                    value: value.to_string(),
+                    origin: Origin::Flag(flag),
+                }));
+            }
+        }
+        for var in envs {
+            if let Some(value) = (self.env)(var) {
+                let value = value
+                    .into_string()
+                    .map_err(|_| ConfigError::NotUnicode { setting, var })?;
+                if !value.trim().is_empty() {
+                    return Ok(Some(Raw {
+                        value,
+                        origin: Origin::Env(var),
+                    }));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Raw {
+    fn invalid(&self, setting: &'static str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            setting,
+            origin: self.origin.clone(),
+            value: self.value.clone(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl RunConfig {
+    /// Validates the command-line values and the environment (`env` reads one variable; pass
+    /// `|k| std::env::var_os(k)` for the process environment). Reads no file.
+    pub fn resolve(
+        flags: &RunFlags,
+        env: impl Fn(&str) -> Option<OsString>,
+    ) -> Result<RunConfig, ConfigError> {
+        let lookup = Lookup { env: &env };
+        let mut origins = BTreeMap::new();
+        let mut warnings = Vec::new();
+
+        // Store names and folders.
+        let label = flags
+            .store_label
+            .as_deref()
+            .filter(|v| !v.trim().is_empty());
+        let name_flag = flags
+            .peer_store_name
+            .as_deref()
+            .filter(|v| !v.trim().is_empty());
+        if let (Some(label), Some(flag)) = (label, name_flag)
+            && label != flag
+        {
+            return Err(ConfigError::ConflictingStoreName {
+                label: label.to_string(),
+                flag: flag.to_string(),
+            });
+        }
+        let peer_store = match (label, name_flag) {
+            (_, Some(flag)) => Some(Raw {
+                value: flag.to_string(),
+                origin: Origin::Flag("--peer-store-name"),
+            }),
+            (Some(label), None) => Some(Raw {
+                value: label.to_string(),
+                origin: Origin::Positional,
+            }),
+            (None, None) => lookup.first("--peer-store-name", &[], &["PEER_STORE_NAME"])?,
+        };
+        let (peer_store_name, origin) =
+            store_name("--peer-store-name", peer_store, DEFAULT_PEER_STORE)?;
+        origins.insert("--peer-store-name", origin);
+
+        let raw = lookup.first(
+            "--peer-stores-directory",
+            &[("--peer-stores-directory", &flags.peer_stores_directory)],
+            &["PEER_STORES_DIRECTORY"],
+        )?;
+        let (peer_stores_dir, origin) = directory(raw);
+        origins.insert("--peer-stores-directory", origin);
+
+        let raw = lookup.first(
+            "--msb-store-name",
+            &[("--msb-store-name", &flags.msb_store_name)],
+            &["MSB_STORE_NAME"],
+        )?;
+        let (msb_store_name, origin) = match raw {
+            Some(raw) => store_name("--msb-store-name", Some(raw), "")?,
+            None => (
+                format!("{peer_store_name}{MSB_STORE_SUFFIX}"),
+                Origin::Derived,
+            ),
+        };
+        origins.insert("--msb-store-name", origin);
+
+        let raw = lookup.first(
+            "--msb-stores-directory",
+            &[("--msb-stores-directory", &flags.msb_stores_directory)],
+            &["MSB_STORES_DIRECTORY"],
+        )?;
+        let (msb_stores_dir, origin) = directory(raw);
+        origins.insert("--msb-stores-directory", origin);
+
+        if peer_stores_dir.join(&peer_store_name) == msb_stores_dir.join(&msb_store_name) {
+            return Err(ConfigError::SameStore(
+                peer_stores_dir.join(&peer_store_name),
+            ));
+        }
+
+        // Subnet.
+        let raw = lookup.first(
+            "--subnet-channel",
+            &[("--subnet-channel", &flags.subnet_channel)],
+            &["SUBNET_CHANNEL"],
+        )?;
+        let (subnet_channel, origin) = channel("--subnet-channel", raw, DEFAULT_SUBNET_CHANNEL)?;
+        origins.insert("--subnet-channel", origin);
+
+        let raw = lookup.first(
+            "--subnet-bootstrap",
+            &[("--subnet-bootstrap", &flags.subnet_bootstrap)],
+            &["SUBNET_BOOTSTRAP"],
+        )?;
+        let subnet_bootstrap = optional_id("--subnet-bootstrap", raw, &mut origins)?;
+
+        // Discovery.
+        let peer_flags = [
+            ("--peer-dht-bootstrap", &flags.peer_dht_bootstrap),
+            ("--dht-bootstrap", &flags.dht_bootstrap),
+        ];
+        if has_value(&flags.peer_dht_bootstrap) && has_value(&flags.dht_bootstrap) {
+            warnings.push(
+                "--dht-bootstrap is ignored: --peer-dht-bootstrap is given and wins".to_string(),
+            );
+        }
+        let raw = lookup.first(
+            "--peer-dht-bootstrap",
+            &peer_flags,
+            &["PEER_DHT_BOOTSTRAP", "DHT_BOOTSTRAP"],
+        )?;
+        let (peer_dht_bootstrap, origin) = bootstrap_list("--peer-dht-bootstrap", raw)?;
+        origins.insert("--peer-dht-bootstrap", origin);
+
+        let raw = lookup.first(
+            "--msb-dht-bootstrap",
+            &[("--msb-dht-bootstrap", &flags.msb_dht_bootstrap)],
+            &["MSB_DHT_BOOTSTRAP"],
+        )?;
+        let (msb_dht_bootstrap, origin) = bootstrap_list("--msb-dht-bootstrap", raw)?;
+        origins.insert("--msb-dht-bootstrap", origin);
+
+        // MSB.
+        let raw = lookup.first(
+            "--msb-bootstrap",
+            &[("--msb-bootstrap", &flags.msb_bootstrap)],
+            &["MSB_BOOTSTRAP"],
+        )?;
+        let msb_bootstrap = optional_id("--msb-bootstrap", raw, &mut origins)?;
+
+        let raw = lookup.first(
+            "--msb-channel",
+            &[("--msb-channel", &flags.msb_channel)],
+            &["MSB_CHANNEL"],
+        )?;
+        let msb_channel = match raw {
+            Some(raw) => {
+                let (value, origin) = channel("--msb-channel", Some(raw), "")?;
+                origins.insert("--msb-channel", origin);
+                Some(value)
+            }
+            None => None,
+        };
+
+        let raw = lookup.first(
+            "--msb-faucet",
+            &[("--msb-faucet", &flags.msb_faucet)],
+            &["MSB_FAUCET"],
+        )?;
+        let msb_faucet = match raw {
+            Some(raw) => {
+                let amount = parse_amount(&raw.value).map_err(|e| {
+                    raw.invalid(
+                        "--msb-faucet",
+                        format!("expected a TNK amount like 10 or 0.5: {e}"),
+                    )
+                })?;
+                if amount == 0 {
+                    return Err(raw.invalid(
+                        "--msb-faucet",
+                        "a faucet grant must be more than 0 (leave --msb-faucet out for no faucet)",
+                    ));
+                }
+                if msb_bootstrap.is_some() {
+                    return Err(ConfigError::FaucetWhenJoining(
+                        origins["--msb-bootstrap"].clone(),
+                    ));
+                }
+                origins.insert("--msb-faucet", raw.origin);
+                Some(amount)
+            }
+            None => {
+                origins.insert("--msb-faucet", Origin::Default);
+                None
+            }
+        };
+
+        // Network.
+        let raw = lookup.first("--listen", &[("--listen", &flags.listen)], &["PEER_LISTEN"])?;
+        let (listen, origin) = match raw {
+            Some(raw) => (listen_list(&raw)?, raw.origin),
+            None => (
+                vec![DEFAULT_LISTEN.parse().expect("the default listen address")],
+                Origin::Default,
+            ),
+        };
+        origins.insert("--listen", origin);
+
+        let raw = lookup.first("--mdns", &[("--mdns", &flags.mdns)], &["PEER_MDNS"])?;
+        let (mdns, origin) = boolean("--mdns", raw, true)?;
+        origins.insert("--mdns", origin);
+
+        // App.
+        let raw = lookup.first(
+            "--contract",
+            &[("--contract", &flags.contract)],
+            &["SUBNET_CONTRACT"],
+        )?;
+        let (contract, origin) = match raw {
+            Some(raw) => (ContractSource::File(PathBuf::from(raw.value)), raw.origin),
+            None => (ContractSource::BundledIntercom, Origin::Default),
+        };
+        origins.insert("--contract", origin);
+
+        let raw = lookup.first("--timer", &[("--timer", &flags.timer)], &["INTERCOM_TIMER"])?;
+        let (timer, origin) = boolean("--timer", raw, false)?;
+        origins.insert("--timer", origin);
+
+        Ok(RunConfig {
+            peer_store_name,
+            peer_stores_dir,
+            msb_store_name,
+            msb_stores_dir,
+            subnet_channel,
+            subnet_bootstrap,
+            peer_dht_bootstrap,
+            msb_dht_bootstrap,
+            msb_bootstrap,
+            msb_channel,
+            msb_faucet,
+            listen,
+            mdns,
+            contract,
+            timer,
+            origins,
+            warnings,
+        })
+    }
+
+    /// Where the setting of `flag` (`"--mdns"`) came from ([`Origin::Default`] if unknown).
+    pub fn origin(&self, flag: &str) -> &Origin {
+        self.origins.get(flag).unwrap_or(&Origin::Default)
+    }
+
+    /// The store layout these settings describe.
+    pub fn layout(&self) -> StoreLayout {
+        StoreLayout {
+            peer_store: self.peer_stores_dir.join(&self.peer_store_name),
+            msb_store: self.msb_stores_dir.join(&self.msb_store_name),
+        }
+    }
+}
+
+fn has_value(value: &Option<String>) -> bool {
+    value.as_deref().is_some_and(|v| !v.trim().is_empty())
+}
+
+fn store_name(
+    setting: &'static str,
+    raw: Option<Raw>,
+    default: &str,
+) -> Result<(String, Origin), ConfigError> {
+    let Some(raw) = raw else {
+        return Ok((default.to_string(), Origin::Default));
+    };
+    let name = raw.value.trim();
+    if name == "."
+        || name == ".."
+        || name.contains(['/', '\\'])
+        || name.chars().any(char::is_control)
+    {
+        return Err(raw.invalid(
+            setting,
+            "a store name is a folder name (no slashes, not . or ..)",
+        ));
+    }
+    Ok((name.to_string(), raw.origin))
+}
+
+fn directory(raw: Option<Raw>) -> (PathBuf, Origin) {
+    match raw {
+        Some(raw) => (PathBuf::from(raw.value.trim()), raw.origin),
+        None => (PathBuf::from(DEFAULT_STORES_DIR), Origin::Default),
+    }
+}
+
+fn channel(
+    setting: &'static str,
+    raw: Option<Raw>,
+    default: &str,
+) -> Result<(String, Origin), ConfigError> {
+    let Some(raw) = raw else {
+        return Ok((default.to_string(), Origin::Default));
+    };
+    check_channel(&raw.value).map_err(|reason| raw.invalid(setting, reason))?;
+    Ok((raw.value.clone(), raw.origin))
+}
+
+fn check_channel(channel: &str) -> Result<(), String> {
+    if channel.is_empty()
+        || channel.len() > MAX_CHANNEL_BYTES
+        || channel.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "a channel is 1 to {MAX_CHANNEL_BYTES} bytes without control characters (got {} bytes)",
+            channel.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a 32-byte id given as 64 hex digits (surrounding whitespace allowed, any case).
+fn parse_id(text: &str) -> Result<Hash32, String> {
+    let text = text.trim();
+    if text.len() != 64 {
+        return Err(format!(
+            "expected 32 bytes as 64 hex digits, got {} characters",
+            text.chars().count()
+        ));
+    }
+    Hash32::from_hex(text).map_err(|_| "expected 64 hex digits (0-9, a-f)".to_string())
+}
+
+fn optional_id(
+    setting: &'static str,
+    raw: Option<Raw>,
+    origins: &mut BTreeMap<&'static str, Origin>,
+) -> Result<Option<Hash32>, ConfigError> {
+    match raw {
+        Some(raw) => {
+            let id = parse_id(&raw.value).map_err(|reason| raw.invalid(setting, reason))?;
+            origins.insert(setting, raw.origin);
+            Ok(Some(id))
+        }
+        None => {
+            origins.insert(setting, Origin::Default);
+            Ok(None)
+        }
+    }
+}
+
+fn boolean(
+    setting: &'static str,
+    raw: Option<Raw>,
+    default: bool,
+) -> Result<(bool, Origin), ConfigError> {
+    let Some(raw) = raw else {
+        return Ok((default, Origin::Default));
+    };
+    match raw.value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok((true, raw.origin)),
+        "0" | "false" | "no" | "off" => Ok((false, raw.origin)),
+        _ => {
+            let mut reason =
+                "expected a boolean: 1, true, yes, on or 0, false, no, off".to_string();
+            if matches!(raw.origin, Origin::Flag(_)) {
+                reason.push_str(&format!(
+                    " (a store label goes before the flags; a bare {setting} followed by a label reads the label as its value)"
+                ));
+            }
+            Err(raw.invalid(setting, reason))
+        }
+    }
+}
+
+fn csv(text: &str) -> impl Iterator<Item = &str> {
+    text.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// Splits `host:port` (`[v6]:port` for IPv6) into host and port.
+fn split_host_port(text: &str) -> Option<(&str, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    (!host.is_empty()).then_some((host, port))
+}
+
+fn is_dns_name(host: &str) -> bool {
+    host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+fn has_tcp(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::Tcp(_)))
+}
+
+fn bootstrap_list(
+    setting: &'static str,
+    raw: Option<Raw>,
+) -> Result<(Vec<String>, Origin), ConfigError> {
+    let Some(raw) = raw else {
+        return Ok((Vec::new(), Origin::Default));
+    };
+    let mut out = Vec::new();
+    for entry in csv(&raw.value) {
+        let bad = |reason: &str| ConfigError::Invalid {
+            setting,
+            origin: raw.origin.clone(),
+            value: entry.to_string(),
+            reason: reason.to_string(),
+        };
+        if entry.starts_with('/') {
+            let addr: Multiaddr = entry
+                .parse()
+                .map_err(|_| bad("not a valid multiaddr (like /ip4/10.0.0.1/tcp/4001)"))?;
+            if !has_tcp(&addr) {
+                return Err(bad("the multiaddr has no /tcp/<port>"));
+            }
+        } else {
+            let (host, port) =
+                split_host_port(entry).ok_or_else(|| bad("expected host:port or a multiaddr"))?;
+            if port == 0 {
+                return Err(bad("a bootstrap node's port cannot be 0"));
+            }
+            if host.parse::<IpAddr>().is_err() && !is_dns_name(host) {
+                return Err(bad("the host is neither an IP address nor a DNS name"));
+            }
+        }
+        out.push(entry.to_string());
+    }
+    Ok((out, raw.origin))
+}
+
+/// Parses one listen address: a multiaddr with an IP and a TCP port, or `ip:port`.
+fn listen_addr(entry: &str) -> Result<Multiaddr, &'static str> {
+    if entry.starts_with('/') {
+        let addr: Multiaddr = entry
+            .parse()
+            .map_err(|_| "not a valid multiaddr (like /ip4/0.0.0.0/tcp/0)")?;
+        let mut protocols = addr.iter();
+        let ip_ok = matches!(protocols.next(), Some(Protocol::Ip4(_) | Protocol::Ip6(_)));
+        let tcp_ok = matches!(protocols.next(), Some(Protocol::Tcp(_)));
+        if !ip_ok || !tcp_ok || protocols.next().is_some() {
+            return Err("a listen multiaddr is /ip4/<ip>/tcp/<port> or /ip6/<ip>/tcp/<port>");
+        }
+        return Ok(addr);
+    }
+    let (host, port) =
+        split_host_port(entry).ok_or("expected a multiaddr like /ip4/0.0.0.0/tcp/0 or ip:port")?;
+    let ip: IpAddr = host
+        .parse()
+        .map_err(|_| "a listen address needs an IP address, not a host name")?;
+    let mut addr = Multiaddr::empty();
+    addr.push(match ip {
+        IpAddr::V4(v4) => Protocol::Ip4(v4),
+        IpAddr::V6(v6) => Protocol::Ip6(v6),
+    });
+    addr.push(Protocol::Tcp(port));
+    Ok(addr)
+}
+
+fn listen_list(raw: &Raw) -> Result<Vec<Multiaddr>, ConfigError> {
+    let mut out = Vec::new();
+    for entry in csv(&raw.value) {
+        let addr = listen_addr(entry).map_err(|reason| ConfigError::Invalid {
+            setting: "--listen",
+            origin: raw.origin.clone(),
+            value: entry.to_string(),
+            reason: reason.to_string(),
+        })?;
+        out.push(addr);
+    }
+    if out.is_empty() {
+        return Err(raw.invalid("--listen", "no address given"));
+    }
+    Ok(out)
+}
+
+/// Where a node's files live.
+///
+/// ```text
+/// <peer-stores-dir>/<peer-store>/       subnet store (LMDB)
+///     keypair.json                      peer keystore: P2P identity, subnet writer key, requester
+///     subnet-bootstrap.hex              the subnet this peer created or joined (64 hex + \n)
+/// <msb-stores-dir>/<msb-store>/         MSB store (LMDB)
+///     keypair.json                      MSB node keystore (a dev network's admin)
+///     msb-bootstrap.hex                 the MSB network this node created or joined (64 hex + \n)
+///     msb-channel.txt                   its channel (one line)
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreLayout {
+    /// The peer store folder.
+    pub peer_store: PathBuf,
+    /// The MSB store folder.
+    pub msb_store: PathBuf,
+}
+
+/// A value read from a persisted file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Persisted<T> {
+    /// No file.
+    Absent,
+    /// A valid value.
+    Found(T),
+    /// A file whose content is not valid, to be ignored with a warning.
+    Ignored {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl<T> Persisted<T> {
+    /// The warning to print for an ignored file.
+    pub fn warning(&self) -> Option<String> {
+        match self {
+            Persisted::Ignored { path, reason } => {
+                Some(format!("ignoring {}: {reason}", path.display()))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl StoreLayout {
+    /// The peer keystore (`<peer-store>/keypair.json`).
+    pub fn peer_keystore(&self) -> PathBuf {
+        self.peer_store.join(KEYSTORE_FILE)
+    }
+
+    /// The MSB node keystore (`<msb-store>/keypair.json`).
+    pub fn msb_keystore(&self) -> PathBuf {
+        self.msb_store.join(KEYSTORE_FILE)
+    }
+
+    /// The persisted subnet bootstrap (`<peer-store>/subnet-bootstrap.hex`).
+    pub fn subnet_bootstrap_file(&self) -> PathBuf {
+        self.peer_store.join(SUBNET_BOOTSTRAP_FILE)
+    }
+
+    /// The persisted MSB network id (`<msb-store>/msb-bootstrap.hex`).
+    pub fn msb_bootstrap_file(&self) -> PathBuf {
+        self.msb_store.join(MSB_BOOTSTRAP_FILE)
+    }
+
+    /// The persisted MSB channel (`<msb-store>/msb-channel.txt`).
+    pub fn msb_channel_file(&self) -> PathBuf {
+        self.msb_store.join(MSB_CHANNEL_FILE)
+    }
+
+    /// Creates both store folders (and their parents) if missing.
+    pub fn create(&self) -> Result<(), ConfigError> {
+        for dir in [&self.peer_store, &self.msb_store] {
+            std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        }
+        Ok(())
+    }
+
+    /// Reads `subnet-bootstrap.hex`: valid only if it holds exactly 64 hex digits after
+    /// trimming (any case).
+    pub fn read_subnet_bootstrap(&self) -> Result<Persisted<Hash32>, ConfigError> {
+        read_id_file(&self.subnet_bootstrap_file())
+    }
+
+    /// Writes `subnet-bootstrap.hex` (64 lowercase hex digits and `\n`) atomically.
+    pub fn write_subnet_bootstrap(&self, id: &Hash32) -> Result<(), ConfigError> {
+        write_atomic(&self.subnet_bootstrap_file(), format!("{id}\n").as_bytes())
+    }
+
+    /// Reads `msb-bootstrap.hex` (same rules as [`StoreLayout::read_subnet_bootstrap`]).
+    pub fn read_msb_bootstrap(&self) -> Result<Persisted<Hash32>, ConfigError> {
+        read_id_file(&self.msb_bootstrap_file())
+    }
+
+    /// Reads `msb-channel.txt`: its first line must be a valid channel.
+    pub fn read_msb_channel(&self) -> Result<Persisted<String>, ConfigError> {
+        let path = self.msb_channel_file();
+        let Some(text) = read_optional(&path)? else {
+            return Ok(Persisted::Absent);
+        };
+        let line = text.lines().next().unwrap_or("");
+        Ok(match check_channel(line) {
+            Ok(()) => Persisted::Found(line.to_string()),
+            Err(reason) => Persisted::Ignored { path, reason },
+        })
+    }
+
+    /// Writes `msb-bootstrap.hex` and `msb-channel.txt` atomically (each file on its own).
+    pub fn write_msb_network(&self, id: &Hash32, channel: &str) -> Result<(), ConfigError> {
+        write_atomic(&self.msb_bootstrap_file(), format!("{id}\n").as_bytes())?;
+        write_atomic(&self.msb_channel_file(), format!("{channel}\n").as_bytes())
+    }
+}
+
+/// Reads a file that may be missing; `None` if it is.
+fn read_optional(path: &Path) -> Result<Option<String>, ConfigError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+fn read_id_file(path: &Path) -> Result<Persisted<Hash32>, ConfigError> {
+    let Some(text) = read_optional(path)? else {
+        return Ok(Persisted::Absent);
+    };
+    let text = text.trim().to_ascii_lowercase();
+    Ok(
+        match (text.len() == 64)
+            .then(|| Hash32::from_hex(&text).ok())
+            .flatten()
+        {
+            Some(id) => Persisted::Found(id),
+            None => Persisted::Ignored {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "expected exactly 64 hex digits, found {} characters{}",
+                    text.chars().count(),
+                    if text.len() == 64 {
+                        " that are not all hex digits"
+                    } else {
+                        ""
+                    }
+                ),
+            },
+        },
+    )
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder, synced, then renamed.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ConfigError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(io_error(dir))?;
+    file.write_all(bytes).map_err(io_error(path))?;
+    file.as_file().sync_all().map_err(io_error(path))?;
+    file.persist(path).map_err(|e| ConfigError::Io {
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
+    Ok(())
+}
+
+/// How this start joins the MSB network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MsbStart {
+    /// No MSB bootstrap given or persisted: create a new dev network (this node is its admin,
+    /// indexer and validator).
+    CreateDev {
+        /// What the faucet grants each new peer once, base units.
+        faucet: Option<u128>,
+    },
+    /// Join (or resume) the network with this id.
+    Existing {
+        /// The network id.
+        bootstrap: Hash32,
+        /// Where it came from (flag, environment or `msb-bootstrap.hex`).
+        origin: Origin,
+    },
+}
+
+impl MsbStart {
+    /// The network id, if known before the node starts.
+    pub fn bootstrap(&self) -> Option<Hash32> {
+        match self {
+            MsbStart::CreateDev { .. } => None,
+            MsbStart::Existing { bootstrap, .. } => Some(*bootstrap),
+        }
+    }
+}
+
+/// How this start joins the subnet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubnetStart {
+    /// No subnet bootstrap given or persisted: create a new subnet with this component.
+    Create {
+        /// The app component.
+        contract: ContractSource,
+    },
+    /// Join (or resume) the subnet with this id.
+    Existing {
+        /// The subnet id.
+        bootstrap: Hash32,
+        /// Where it came from (flag, environment or `subnet-bootstrap.hex`).
+        origin: Origin,
+    },
+}
+
+impl SubnetStart {
+    /// The subnet id, if known before the node starts.
+    pub fn bootstrap(&self) -> Option<Hash32> {
+        match self {
+            SubnetStart::Create { .. } => None,
+            SubnetStart::Existing { bootstrap, .. } => Some(*bootstrap),
+        }
+    }
+}
+
+/// The settings combined with what the stores hold: what this start will do.
+#[derive(Debug, Clone)]
+pub struct StartPlan {
+    /// The folders and files.
+    pub layout: StoreLayout,
+    /// The MSB network.
+    pub msb: MsbStart,
+    /// The MSB channel.
+    pub msb_channel: String,
+    /// Where the MSB channel came from.
+    pub msb_channel_origin: Origin,
+    /// The subnet.
+    pub subnet: SubnetStart,
+    /// Non-fatal remarks (ignored files, ignored settings), to print as warnings.
+    pub warnings: Vec<String>,
+}
+
+impl StartPlan {
+    /// Reads the persisted bootstrap files and decides what to create and what to join. Checks
+    /// that a contract file is readable. Writes nothing.
+    pub fn resolve(config: &RunConfig) -> Result<StartPlan, ConfigError> {
+        let layout = config.layout();
+        let mut warnings = Vec::new();
+        config.contract.check_readable()?;
+
+        // MSB network and channel: command line or environment, then the persisted files.
+        let persisted_msb = layout.read_msb_bootstrap()?;
+        warnings.extend(persisted_msb.warning());
+        let msb = match (config.msb_bootstrap, &persisted_msb) {
+            (Some(bootstrap), persisted) => {
+                if let Persisted::Found(old) = persisted
+                    && *old != bootstrap
+                {
+                    warnings.push(format!(
+                        "the MSB store {} was used with MSB network {old}; --msb-bootstrap {bootstrap} replaces it",
+                        layout.msb_store.display()
+                    ));
+                }
+                MsbStart::Existing {
+                    bootstrap,
+                    origin: config.origin("--msb-bootstrap").clone(),
+                }
+            }
+            (None, Persisted::Found(bootstrap)) => {
+                if config.msb_faucet.is_some() {
+                    warnings.push(format!(
+                        "--msb-faucet is ignored: the MSB network {bootstrap} already exists (its faucet is fixed at creation)"
+                    ));
+                }
+                MsbStart::Existing {
+                    bootstrap: *bootstrap,
+                    origin: Origin::File(layout.msb_bootstrap_file()),
+                }
+            }
+            (None, _) => MsbStart::CreateDev {
+                faucet: config.msb_faucet,
+            },
+        };
+        let (msb_channel, msb_channel_origin) = match &config.msb_channel {
+            Some(channel) => (channel.clone(), config.origin("--msb-channel").clone()),
+            None => {
+                // The persisted channel belongs with the persisted network only.
+                let persisted = match (&msb, &persisted_msb) {
+                    (MsbStart::Existing { bootstrap, .. }, Persisted::Found(old))
+                        if bootstrap == old =>
+                    {
+                        layout.read_msb_channel()?
+                    }
+                    _ => Persisted::Absent,
+                };
+                warnings.extend(persisted.warning());
+                match persisted {
+                    Persisted::Found(channel) => (channel, Origin::File(layout.msb_channel_file())),
+                    _ => (DEFAULT_MSB_CHANNEL.to_string(), Origin::Default),
+                }
+            }
+        };
+
+        // Subnet: command line or environment, then subnet-bootstrap.hex, else create.
+        let persisted_subnet = layout.read_subnet_bootstrap()?;
+        warnings.extend(persisted_subnet.warning());
+        let subnet = match (config.subnet_bootstrap, persisted_subnet) {
+            (Some(bootstrap), persisted) => {
+                if let Persisted::Found(old) = persisted
+                    && old != bootstrap
+                {
+                    warnings.push(format!(
+                        "{} holds subnet {old}; --subnet-bootstrap {bootstrap} replaces it (keep the old id if you still need that subnet)",
+                        layout.subnet_bootstrap_file().display()
+                    ));
+                }
+                SubnetStart::Existing {
+                    bootstrap,
+                    origin: config.origin("--subnet-bootstrap").clone(),
+                }
+            }
+            (None, Persisted::Found(bootstrap)) => SubnetStart::Existing {
+                bootstrap,
+                origin: Origin::File(layout.subnet_bootstrap_file()),
+            },
+            (None, _) => SubnetStart::Create {
+                contract: config.contract.clone(),
+            },
+        };
+        if let SubnetStart::Existing { bootstrap, .. } = &subnet {
+            if config.origin("--contract") != &Origin::Default {
+                warnings.push(format!(
+                    "--contract is ignored: the subnet {bootstrap} exists (its app is set at creation)"
+                ));
+            }
+            if config.origin("--subnet-channel") != &Origin::Default {
+                warnings.push(format!(
+                    "--subnet-channel is ignored: the subnet {bootstrap} exists (its channel is set at creation)"
+                ));
+            }
+        }
+        if let (Some(subnet), Some(msb)) = (subnet.bootstrap(), msb.bootstrap())
+            && subnet == msb
+        {
+            return Err(ConfigError::SubnetEqualsMsb(subnet));
+        }
+        Ok(StartPlan {
+            layout,
+            msb,
+            msb_channel,
+            msb_channel_origin,
+            subnet,
+            warnings,
+        })
+    }
+
+    /// Persists the bootstraps this start was given on the command line or in the environment
+    /// (a joiner's subnet and MSB network), so that a restart without the flags rejoins them.
+    /// Creates the store folders. Files that already hold the same value are left alone.
+    pub fn persist_joined(&self) -> Result<(), ConfigError> {
+        self.layout.create()?;
+        if let SubnetStart::Existing { bootstrap, .. } = &self.subnet
+            && self.layout.read_subnet_bootstrap()? != Persisted::Found(*bootstrap)
+        {
+            self.layout.write_subnet_bootstrap(bootstrap)?;
+        }
+        if let MsbStart::Existing { bootstrap, .. } = &self.msb {
+            let same = self.layout.read_msb_bootstrap()? == Persisted::Found(*bootstrap)
+                && self.layout.read_msb_channel()? == Persisted::Found(self.msb_channel.clone());
+            if !same {
+                self.layout
+                    .write_msb_network(bootstrap, &self.msb_channel)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The resolved settings for display: `(flag, value, origin)` in table order.
+    pub fn settings(&self, config: &RunConfig) -> Vec<(&'static str, String, Origin)> {
+        let o = |flag: &str| config.origin(flag).clone();
+        let list = |items: &[String]| {
+            if items.is_empty() {
+                "none".to_string()
+            } else {
+                items.join(", ")
+            }
+        };
+        let (msb_bootstrap, msb_origin) = match &self.msb {
+            MsbStart::CreateDev { .. } => ("new dev network".to_string(), Origin::Default),
+            MsbStart::Existing { bootstrap, origin } => (bootstrap.to_hex(), origin.clone()),
+        };
+        let (subnet_bootstrap, subnet_origin) = match &self.subnet {
+            SubnetStart::Create { .. } => ("new subnet".to_string(), Origin::Default),
+            SubnetStart::Existing { bootstrap, origin } => (bootstrap.to_hex(), origin.clone()),
+        };
+        let on_off = |b: bool| if b { "on" } else { "off" }.to_string();
+        vec![
+            (
+                "--peer-store-name",
+                config.peer_store_name.clone(),
+                o("--peer-store-name"),
+            ),
+            (
+                "--peer-stores-directory",
+                config.peer_stores_dir.display().to_string(),
+                o("--peer-stores-directory"),
+            ),
+            (
+                "--msb-store-name",
+                config.msb_store_name.clone(),
+                o("--msb-store-name"),
+            ),
+            (
+                "--msb-stores-directory",
+                config.msb_stores_dir.display().to_string(),
+                o("--msb-stores-directory"),
+            ),
+            (
+                "--subnet-channel",
+                config.subnet_channel.clone(),
+                o("--subnet-channel"),
+            ),
+            ("--subnet-bootstrap", subnet_bootstrap, subnet_origin),
+            (
+                "--peer-dht-bootstrap",
+                list(&config.peer_dht_bootstrap),
+                o("--peer-dht-bootstrap"),
+            ),
+            (
+                "--msb-dht-bootstrap",
+                list(&config.msb_dht_bootstrap),
+                o("--msb-dht-bootstrap"),
+            ),
+            ("--msb-bootstrap", msb_bootstrap, msb_origin),
+            (
+                "--msb-channel",
+                self.msb_channel.clone(),
+                self.msb_channel_origin.clone(),
+            ),
+            (
+                "--msb-faucet",
+                config
+                    .msb_faucet
+                    .map_or("none".to_string(), |a| format!("{} TNK", format_amount(a))),
+                o("--msb-faucet"),
+            ),
+            (
+                "--listen",
+                list(
+                    &config
+                        .listen
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>(),
+                ),
+                o("--listen"),
+            ),
+            ("--mdns", on_off(config.mdns), o("--mdns")),
+            ("--contract", config.contract.to_string(), o("--contract")),
+            ("--timer", on_off(config.timer), o("--timer")),
+        ]
+    }
+}
+
+/// A keystore loaded (or created) at startup.
+#[derive(Debug, Clone)]
+pub struct LoadedKey {
+    /// The key pair.
+    pub keypair: Keypair,
+    /// Its keystore.
+    pub info: KeystoreInfo,
+    /// Whether the keystore was created by this call.
+    pub created: bool,
+}
+
+/// Unlocks the keystore at `path`, or creates it with a fresh key pair (mode 0600) if there is
+/// none. An empty passphrase creates an unencrypted keystore (the caller warns); for an existing
+/// unencrypted keystore the passphrase is ignored.
+pub fn load_or_create_keypair(path: &Path, passphrase: &str) -> Result<LoadedKey, ConfigError> {
+    if path.exists() {
+        let keypair = keystore::unlock(path, passphrase)?;
+        let info = keystore::info(path)?;
+        return Ok(LoadedKey {
+            keypair,
+            info,
+            created: false,
+        });
+    }
+    let keypair = Keypair::generate();
+    let info = keystore::create(path, &keypair, passphrase, KdfParams::DEFAULT, false)?;
+    Ok(LoadedKey {
+        keypair,
+        info,
+        created: true,
+    })
+}
+
+/// What the startup banner shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BannerInfo {
+    /// The MSB network id (`None`: a new dev network, created at start).
+    pub msb_bootstrap: Option<Hash32>,
+    /// The MSB channel.
+    pub msb_channel: String,
+    /// The faucet grant of a new dev network, base units.
+    pub msb_faucet: Option<u128>,
+    /// The MSB node's address (its own keystore).
+    pub msb_address: String,
+    /// The MSB store folder.
+    pub msb_store: PathBuf,
+    /// MSB bootstrap nodes (not printed when empty).
+    pub msb_dht_bootstrap: Vec<String>,
+    /// The peer store folder.
+    pub peer_store: PathBuf,
+    /// Peer bootstrap nodes (not printed when empty).
+    pub peer_dht_bootstrap: Vec<String>,
+    /// The subnet id (`None`: a new subnet, created at start).
+    pub subnet_bootstrap: Option<Hash32>,
+    /// The subnet channel.
+    pub subnet_channel: String,
+    /// The peer key.
+    pub peer_public_key: PublicKey,
+    /// The subnet writer key (the peer key).
+    pub writer_key: PublicKey,
+    /// Whether this peer may write to the subnet (`None`: not known before the node syncs).
+    pub writable: Option<bool>,
+    /// Where the subnet bootstrap is persisted.
+    pub subnet_bootstrap_file: PathBuf,
+    /// Listen addresses (configured, or bound once the node runs).
+    pub listen: Vec<String>,
+}
+
+/// The banner's first line.
+pub const BANNER_TITLE: &str = "==================== TRAC-PEER RUNNER ====================";
+
+/// Formats the startup banner: a blank line, [`BANNER_TITLE`], one `Label: value` line per
+/// setting, a `=` rule and a blank line (reference intercom.md §1.4, trac-peer.md §5.1).
+pub fn render_banner(info: &BannerInfo) -> String {
+    let mut out = String::from("\n");
+    let mut line = |text: String| {
+        out.push_str(&text);
+        out.push('\n');
+    };
+    line(BANNER_TITLE.to_string());
+    line(format!(
+        "MSB network bootstrap: {}",
+        info.msb_bootstrap.map_or_else(
+            || "new dev network (its id is known once it is created)".to_string(),
+            |id| id.to_hex()
+        )
+    ));
+    line(format!("MSB channel: {}", info.msb_channel));
+    if let (None, Some(faucet)) = (info.msb_bootstrap, info.msb_faucet) {
+        line(format!(
+            "MSB faucet: {} TNK per new peer",
+            format_amount(faucet)
+        ));
+    }
+    line(format!("MSB wallet address: {}", info.msb_address));
+    line(format!("MSB store: {}", info.msb_store.display()));
+    if !info.msb_dht_bootstrap.is_empty() {
+        line(format!(
+            "MSB DHT bootstrap nodes: {}",
+            info.msb_dht_bootstrap.join(", ")
+        ));
+    }
+    line("-".repeat(BANNER_TITLE.len()));
+    line(format!("Peer store: {}", info.peer_store.display()));
+    if !info.peer_dht_bootstrap.is_empty() {
+        line(format!(
+            "Peer DHT bootstrap nodes: {}",
+            info.peer_dht_bootstrap.join(", ")
+        ));
+    }
+    line(format!(
+        "Peer subnet bootstrap: {}",
+        info.subnet_bootstrap.map_or_else(
+            || "new subnet (its id is known once it is created)".to_string(),
+            |id| id.to_hex()
+        )
+    ));
+    line(format!("Peer subnet channel: {}", info.subnet_channel));
+    line(format!(
+        "Peer pubkey (hex): {}",
+        info.peer_public_key.to_hex()
+    ));
+    line(format!(
+        "Peer trac address (bech32m): {}",
+        info.peer_public_key.address()
+    ));
+    line(format!(
+        "Peer writer key (hex): {}",
+        info.writer_key.to_hex()
+    ));
+    line(format!(
+        "Subnet writable: {}",
+        match info.writable {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "unknown until the node has synced the subnet",
+        }
+    ));
+    if info.writable == Some(false) {
+        line(format!(
+            "WARNING: Subnet is read-only for this keypair: ask the subnet admin to run /add_writer --key {} (or enable auto-add writers).",
+            info.writer_key.to_hex()
+        ));
+        line(format!(
+            "Subnet bootstrap file: {}",
+            info.subnet_bootstrap_file.display()
+        ));
+    }
+    line(format!(
+        "Listen addresses: {}",
+        if info.listen.is_empty() {
+            "none".to_string()
+        } else {
+            info.listen.join(", ")
+        }
+    ));
+    line("=".repeat(BANNER_TITLE.len()));
+    out.push('\n');
+    out
+}
