@@ -16,8 +16,8 @@ use trac_host::msb::ops::{Envelope, OP_VERSION};
 use trac_host::msb::validator::MAX_BATCH;
 use trac_host::msb::{
     AdminAction, FEE, MsbGenesis, MsbMachine, MsbOp, PartialOp, ProofError, ProofVerifier,
-    ROLE_ADMIN, ROLE_INDEXER, ROLE_VALIDATOR, ROLE_WHITELISTED, Receipt, RefusalCode, Rejection,
-    STAKE, SettlementProof, SubmitError, TNK, UserAction, UserBody, Validator,
+    ROLE_ADMIN, ROLE_INDEXER, ROLE_VALIDATOR, ROLE_WHITELISTED, Receipt, Refusal, RefusalCode,
+    Rejection, STAKE, SettlementProof, SubmitError, TNK, UserAction, UserBody, Validator,
 };
 use trac_host::subnet::{Settlement, SettlementVerifier, TxOp};
 
@@ -1128,6 +1128,156 @@ fn the_validator_appends_at_most_256_ops_per_entry() {
     msb.assert_supply_conserved();
 }
 
+/// What `MsbMachine::preflight` says of `requester` doing `action` on the unconfirmed state.
+fn preflight(msb: &mut Msb, requester: &Keypair, action: &UserAction) -> Result<(), Refusal> {
+    msb.ledger
+        .read_with_machine(false, |state, machine| {
+            machine.preflight(state, &requester.public(), action)
+        })
+        .expect("read")
+        .expect("no node fault")
+}
+
+/// A user op to preflight then apply: requester, validator, action, the refusal expected.
+type Case<'k> = (&'k Keypair, &'k Keypair, UserAction, Option<RefusalCode>);
+
+/// Preflights each case, then applies it alone (in its validator's log): the preflight's
+/// verdict is the receipt's, code and message.
+#[track_caller]
+fn preflight_agrees(msb: &mut Msb, cases: Vec<Case>) {
+    for (requester, validator, action, expected) in cases {
+        let what = format!("{} of {}", action.name(), requester.public());
+        let verdict = preflight(msb, requester, &action);
+        assert_eq!(verdict.as_ref().err().map(|r| r.code), expected, "{what}");
+        let op = msb.user(requester, validator, action);
+        let receipts = msb.apply_as(validator, vec![op]);
+        assert_eq!(
+            receipts[0].error,
+            verdict.err(),
+            "{what}: the receipt agrees"
+        );
+    }
+}
+
+#[test]
+fn preflight_tells_before_signing_what_applying_the_op_would_refuse() {
+    let mut msb = Msb::open(funded_genesis(10 * TNK, None));
+    let (admin, peer) = (msb.admin.clone(), msb.peer.clone());
+    let network = msb.network();
+    let (stranger, poor, b) = (key(7), key(8), key(9));
+    let deployed = Hash32([5; 32]);
+    let transfer = |to: PublicKey, amount: u128| UserAction::Transfer { to, amount };
+    let deploy = |subnet: Hash32, channel: &str| UserAction::DeploySubnet {
+        subnet,
+        channel: channel.into(),
+    };
+    let cases: Vec<Case> = vec![
+        (
+            &stranger,
+            &admin,
+            transfer(peer.public(), 0),
+            Some(RefusalCode::NoAccount),
+        ),
+        (
+            &peer,
+            &admin,
+            transfer(invalid_key(), 1),
+            Some(RefusalCode::InvalidField),
+        ),
+        (
+            &peer,
+            &admin,
+            transfer(poor.public(), 2_000 * TNK),
+            Some(RefusalCode::InsufficientBalance),
+        ),
+        (&peer, &admin, transfer(poor.public(), FEE / 2), None),
+        (
+            &poor,
+            &admin,
+            transfer(peer.public(), 0),
+            Some(RefusalCode::InsufficientBalance),
+        ),
+        (&peer, &admin, transfer(peer.public(), 999 * TNK), None),
+        (
+            &peer,
+            &admin,
+            deploy(deployed, ""),
+            Some(RefusalCode::InvalidField),
+        ),
+        (
+            &peer,
+            &admin,
+            deploy(deployed, "a\nb"),
+            Some(RefusalCode::InvalidField),
+        ),
+        (
+            &peer,
+            &admin,
+            deploy(network, "msb"),
+            Some(RefusalCode::InvalidField),
+        ),
+        (&peer, &admin, deploy(deployed, "five"), None),
+        (
+            &peer,
+            &admin,
+            deploy(deployed, "again"),
+            Some(RefusalCode::AlreadyDeployed),
+        ),
+        (
+            &peer,
+            &admin,
+            tx_action(&Hash32([6; 32]), "f", b""),
+            Some(RefusalCode::NotDeployed),
+        ),
+        (
+            &poor,
+            &admin,
+            tx_action(&deployed, "f", b""),
+            Some(RefusalCode::InsufficientBalance),
+        ),
+        (&peer, &admin, tx_action(&deployed, "f", b""), None),
+        (
+            &peer,
+            &admin,
+            UserAction::JoinValidators,
+            Some(RefusalCode::NotWhitelisted),
+        ),
+        (
+            &peer,
+            &admin,
+            UserAction::LeaveValidators,
+            Some(RefusalCode::Role),
+        ),
+        (&peer, &admin, transfer(b.public(), TNK), None),
+    ];
+    preflight_agrees(&mut msb, cases);
+    let whitelist = msb.admin_op(AdminAction::Whitelist {
+        account: b.public(),
+    });
+    msb.accept(whitelist, "whitelist b");
+    preflight_agrees(
+        &mut msb,
+        vec![
+            (&b, &admin, UserAction::JoinValidators, None),
+            (
+                &b,
+                &admin,
+                UserAction::JoinValidators,
+                Some(RefusalCode::Role),
+            ),
+            // The rules of the requester's role, whoever validates.
+            (
+                &admin,
+                &b,
+                UserAction::LeaveValidators,
+                Some(RefusalCode::Role),
+            ),
+            (&b, &admin, UserAction::LeaveValidators, None),
+        ],
+    );
+    msb.assert_supply_conserved();
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. Supply conservation under random op mixes
 // ---------------------------------------------------------------------------------------------
@@ -1963,4 +2113,168 @@ fn subnets_follow_msb_indexer_changes_by_proof() {
     solo.assert_refused(indexer_change_op(transfer.encode()), "a transfer");
     solo.assert_refused(indexer_change_op(b"junk".to_vec()), "junk");
     solo.assert_refused(tx_op("f", b"", add_b.encode()), "an indexer change as a tx");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Proofs in batches
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn merkle_levels_give_the_paths_proof_gives_for_every_size() {
+    let sizes = (0..=70).chain([127, 128, 129, 255, 256, 257]);
+    for size in sizes {
+        let receipts: Vec<Vec<u8>> = (0..size)
+            .map(|i| format!("receipt {i}").into_bytes())
+            .collect();
+        let levels = merkle::levels(&receipts);
+        let root = merkle::root(&receipts);
+        assert_eq!(levels[0].len(), size, "leaves");
+        let top = levels.last().expect("at least the leaves");
+        if size == 0 {
+            assert_eq!(levels, vec![Vec::<Hash32>::new()]);
+        } else {
+            assert_eq!(top, &vec![root], "size {size}: the root on top");
+        }
+        for (below, above) in levels.iter().zip(levels.iter().skip(1)) {
+            assert_eq!(above.len(), below.len().div_ceil(2), "size {size}");
+        }
+        for (index, receipt) in receipts.iter().enumerate() {
+            let path = merkle::path(&levels, index);
+            assert_eq!(
+                path,
+                merkle::proof(&receipts, index),
+                "size {size}, index {index}"
+            );
+            let path = path.expect("in range");
+            assert!(
+                merkle::verify(&root, receipt, &path),
+                "size {size}, index {index}"
+            );
+        }
+        assert_eq!(
+            merkle::path(&levels, size),
+            None,
+            "size {size}: out of range"
+        );
+        assert_eq!(merkle::proof(&receipts, size), None);
+    }
+    assert_eq!(merkle::path(&[], 0), None, "no levels at all");
+}
+
+/// Whether two proof results are the same proof or the same error.
+fn same_outcome(
+    a: &Result<SettlementProof, ProofError>,
+    b: &Result<SettlementProof, ProofError>,
+) -> bool {
+    match (a, b) {
+        (Ok(a), Ok(b)) => a == b,
+        (Err(ProofError::NotApplied(a)), Err(ProofError::NotApplied(b)))
+        | (Err(ProofError::NotFinal(a)), Err(ProofError::NotFinal(b))) => a == b,
+        _ => false,
+    }
+}
+
+#[test]
+fn proofs_built_in_a_batch_are_those_built_one_by_one() {
+    let subnet = subnet_id();
+    let mut msb = Msb::dev(None);
+    let (admin, peer) = (msb.admin.clone(), msb.peer.clone());
+    let b = key(4);
+    msb.make_validator(&b);
+    msb.deploy(&peer, &admin, subnet);
+    let settle = |msb: &mut Msb, n: u8| msb.user(&peer, &admin, tx_action(&subnet, "f", &[n]));
+    let network = msb.network();
+
+    // One checkpoint of two entries of the admin's log and one of b's: eleven settlements, a
+    // refused transfer, a duplicate (refused) of the first settlement.
+    let first: Vec<Vec<u8>> = (0..6).map(|n| settle(&mut msb, n)).collect();
+    let poor = msb.transfer(&key(2), &admin, &peer.public(), TNK);
+    let mut second: Vec<Vec<u8>> = (6..10).map(|n| settle(&mut msb, n)).collect();
+    second.push(poor.clone());
+    second.push(first[0].clone());
+    let by_b = vec![msb.user(&peer, &b, tx_action(&subnet, "f", &[10]))];
+    msb.feed_as(&admin, first.clone());
+    msb.feed_as(&admin, second.clone());
+    msb.feed_as(&b, by_b.clone());
+    let receipts = msb.checkpoint();
+    assert_eq!(receipts.len(), 13);
+    assert_eq!(
+        receipts.iter().filter(|r| r.error.is_some()).count(),
+        2,
+        "the poor transfer and the duplicate"
+    );
+    // Another checkpoint of three, then one appended but not checkpointed.
+    let later: Vec<Vec<u8>> = (11..14).map(|n| settle(&mut msb, n)).collect();
+    msb.apply(later.clone());
+    let pending = settle(&mut msb, 14);
+    msb.feed_as(&admin, vec![pending.clone()]);
+
+    let hash = |op: &Vec<u8>| user_tx_hash(&network, op);
+    let mut wanted: Vec<Hash32> = first
+        .iter()
+        .chain(&second[..4])
+        .chain(&by_b)
+        .map(hash)
+        .collect();
+    wanted.extend(later.iter().map(hash));
+    wanted.insert(3, hash(&pending));
+    wanted.insert(5, Hash32([0x77; 32]));
+    wanted.insert(7, hash(&poor));
+    wanted.push(hash(&first[2]));
+    wanted.push(hash(&later[0]));
+    wanted.swap(1, 12);
+
+    let batch = SettlementProof::build_many(&mut msb.ledger, &wanted);
+    assert_eq!(batch.len(), wanted.len());
+    for (tx_hash, built) in wanted.iter().zip(&batch) {
+        let alone = SettlementProof::build(&mut msb.ledger, tx_hash);
+        assert!(
+            same_outcome(built, &alone),
+            "{tx_hash}: {built:?} vs {alone:?}"
+        );
+        if let Ok(proof) = built {
+            assert_eq!(proof.receipt.tx_hash, *tx_hash);
+            assert_eq!(proof.receipt.error, None);
+            assert!(merkle::verify(
+                &proof.checkpoint.body.receipts_root,
+                &codec::encode(&proof.receipt),
+                &proof.path
+            ));
+        }
+    }
+    let outcome = |i: usize| match &batch[i] {
+        Ok(_) => "proof",
+        Err(ProofError::NotApplied(_)) => "not applied",
+        Err(ProofError::NotFinal(_)) => "not final",
+        Err(ProofError::Ledger(e)) => panic!("{e}"),
+    };
+    assert_eq!(outcome(3), "not final", "appended, not checkpointed");
+    assert_eq!(outcome(5), "not applied", "unknown");
+    assert_eq!(outcome(7), "not applied", "refused");
+    let proofs = batch.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(proofs, wanted.len() - 3);
+    // The proof of the duplicated settlement is the applied one's; asked twice, given twice.
+    let first_proof = batch[0].as_ref().expect("proof");
+    assert_eq!(
+        Some(&first_proof.receipt),
+        receipts.iter().find(|r| r.tx_hash == wanted[0]),
+        "the applied receipt, not its refused duplicate"
+    );
+    assert_eq!(
+        batch[wanted.len() - 1]
+            .as_ref()
+            .expect("proof")
+            .checkpoint
+            .body
+            .height,
+        msb.ledger.status().final_height
+    );
+    assert!(SettlementProof::build_many(&mut msb.ledger, &[]).is_empty());
+
+    // Every proof verifies for a subnet trusting the MSB.
+    let mut solo = trusting_subnet(network, vec![admin.public()]);
+    for proof in batch.iter().flatten() {
+        let settlement = verify(&mut solo, &proof.encode()).expect("verifies");
+        assert_eq!(settlement.subnet, subnet);
+    }
 }

@@ -939,3 +939,127 @@ fn a_rejected_submission_is_typed_and_the_validator_pool_is_respected() {
     world.msb.checkpoint();
     assert_eq!(only(&world.poll(&mut flow, 0)), (tx, TxOutcome::Appended));
 }
+
+#[test]
+fn the_simulation_preflight_meets_what_a_submission_meets() {
+    let mut world = World::new();
+    let flow = world.flow(0);
+    let poor = key(51);
+    let receipt = world.msb.user_op(
+        &creator(),
+        UserAction::Transfer {
+            to: poor.public(),
+            amount: FEE / 2,
+        },
+    );
+    assert_eq!(receipt.error, None);
+    // A node of this MSB whose key is not a validator.
+    let outsider = key(52);
+    let cases = [
+        (key(50), msb_key(), Some(RefusalCode::NoAccount)),
+        (poor, msb_key(), Some(RefusalCode::InsufficientBalance)),
+        (msb_key(), msb_key(), Some(RefusalCode::SelfValidation)),
+        (creator(), outsider.clone(), None),
+        // The node's role comes first, as in a submission.
+        (outsider.clone(), outsider, None),
+    ];
+    for (requester, validator_key, expected) in cases {
+        let mut validator = Validator::new(validator_key.clone());
+        let simulated = {
+            let mut msb = LocalMsb::new(&mut world.msb.ledger, &mut validator);
+            flow.simulate(
+                world.sim.ledger(0),
+                &mut msb,
+                "storeSomething",
+                NIL,
+                &requester.public(),
+            )
+        };
+        let mut own = TxFlow::open(world.sim.ledger(0), requester.clone()).unwrap();
+        let submitted = {
+            let mut msb = LocalMsb::new(&mut world.msb.ledger, &mut validator);
+            own.submit(world.sim.ledger(0), &mut msb, "storeSomething", NIL)
+        };
+        let what = format!("{} through {}", requester.public(), validator_key.public());
+        match (simulated, submitted) {
+            (Err(TxFlowError::Rejected(simulated)), Err(TxFlowError::Rejected(submitted))) => {
+                assert_eq!(simulated, submitted, "{what}: the same code and message");
+                assert_eq!(simulated.code(), expected, "{what}");
+                if expected.is_none() {
+                    assert_eq!(simulated, Rejection::NotValidator, "{what}");
+                }
+            }
+            other => panic!("{what}: expected two rejections, got {other:?}"),
+        }
+        assert!(own.pending().is_empty(), "{what}");
+        assert_eq!(validator.pending(), 0, "{what}");
+    }
+}
+
+#[test]
+fn one_poll_settles_txs_applied_in_several_msb_checkpoints() {
+    let mut world = World::new();
+    let mut flow = world.flow(0);
+    let call = |i: usize| TxCall {
+        function: "submitSomething".into(),
+        args: msgpack(serde_json::json!({"op": "do_something", "some_key": format!("k{i}")})),
+    };
+    // Three MSB checkpoints of four settlements each.
+    let mut settled = Vec::new();
+    for round in 0..3 {
+        let calls: Vec<TxCall> = (0..4).map(|i| call(round * 4 + i)).collect();
+        let results = {
+            let mut msb = world.msb.access();
+            flow.submit_many(world.sim.ledger(0), &mut msb, &calls)
+                .expect("submitted")
+        };
+        settled.extend(results.into_iter().map(|r| r.expect("accepted")));
+        world.msb.checkpoint();
+    }
+    // Appended to MSB but not checkpointed; accepted by the validator but not appended.
+    let not_final = world
+        .submit(&mut flow, 0, "submitSomething", &call(12).args)
+        .unwrap();
+    let not_applied = {
+        let mut msb = LocalMsb::deferred(&mut world.msb.ledger, &mut world.msb.validator);
+        flow.submit(
+            world.sim.ledger(0),
+            &mut msb,
+            "submitSomething",
+            &call(13).args,
+        )
+        .unwrap()
+    };
+
+    let report = world.poll(&mut flow, 0);
+    assert_eq!(report.txs.len(), 14);
+    let mut appended = report.with_outcome(&TxOutcome::Appended);
+    appended.sort();
+    settled.sort();
+    assert_eq!(appended, settled);
+    assert_eq!(
+        report.with_outcome(&TxOutcome::Waiting(WaitReason::NotFinal)),
+        vec![not_final]
+    );
+    assert_eq!(
+        report.with_outcome(&TxOutcome::Waiting(WaitReason::NotApplied)),
+        vec![not_applied]
+    );
+    assert_eq!(report.messages.len(), 1, "one entry for the twelve");
+    assert_eq!(flow.pending().len(), 2);
+    world.converge();
+    world.assert_applied_everywhere(12);
+
+    // Both settle at the next checkpoint.
+    world.msb.validator.flush(&mut world.msb.ledger).unwrap();
+    world.msb.checkpoint();
+    let report = world.poll(&mut flow, 0);
+    let mut appended = report.with_outcome(&TxOutcome::Appended);
+    appended.sort();
+    let mut both = vec![not_final, not_applied];
+    both.sort();
+    assert_eq!(appended, both);
+    assert!(flow.pending().is_empty());
+    world.converge();
+    world.assert_applied_everywhere(14);
+}

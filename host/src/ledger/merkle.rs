@@ -58,6 +58,43 @@ pub fn proof<R: AsRef<[u8]>>(receipts: &[R], index: usize) -> Option<Vec<(Hash32
     Some(path)
 }
 
+/// Every level of the tree over `receipts`, leaves first and the root last (one empty level
+/// for no receipts): built once, it gives the path of any receipt with [`path`], the same
+/// as [`proof`] gives from the receipts.
+pub fn levels<R: AsRef<[u8]>>(receipts: &[R]) -> Vec<Vec<Hash32>> {
+    let mut levels = vec![
+        receipts
+            .iter()
+            .map(|r| leaf(r.as_ref()))
+            .collect::<Vec<_>>(),
+    ];
+    while let Some(top) = levels.last()
+        && top.len() > 1
+    {
+        let next = next_level(top);
+        levels.push(next);
+    }
+    levels
+}
+
+/// The path of the receipt at `index` in the tree of [`levels`] (what [`proof`] returns),
+/// or `None` if `index` is out of range.
+pub fn path(levels: &[Vec<Hash32>], index: usize) -> Option<Vec<(Hash32, bool)>> {
+    if index >= levels.first().map_or(0, Vec::len) {
+        return None;
+    }
+    let mut index = index;
+    let mut path = Vec::new();
+    for level in levels.iter().take_while(|level| level.len() > 1) {
+        let sibling = index ^ 1;
+        if sibling < level.len() {
+            path.push((level[sibling], sibling > index));
+        }
+        index /= 2;
+    }
+    Some(path)
+}
+
 /// Whether `receipt` with `proof` leads to `root`.
 pub fn verify(root: &Hash32, receipt: &[u8], proof: &[(Hash32, bool)]) -> bool {
     let mut acc = leaf(receipt);

@@ -268,6 +268,14 @@ struct Effects {
     faucet: Option<PublicKey>,
 }
 
+/// A user op's effects before its fee is shared out (what the validator does not change).
+struct Draft<'s> {
+    book: Ledgerbook<'s>,
+    effects: Effects,
+    /// The deployer of the subnet a `tx` settles for (it may share the fee).
+    subnet_deployer: Option<PublicKey>,
+}
+
 /// A working set of accounts touched by one op.
 struct Ledgerbook<'s> {
     state: &'s dyn StateView,
@@ -388,59 +396,49 @@ impl MsbMachine {
         Ok(())
     }
 
-    fn apply_user(
-        &self,
-        state: &dyn StateView,
-        op: &AppliedOp<'_>,
-        complete: &CompleteOp,
-        tx_hash: &Hash32,
-    ) -> Result<Verdict, LedgerError> {
-        let body = &complete.body;
-        let validator = complete.validator;
-        if op.writer != validator {
-            return Ok(Err(no(
-                RefusalCode::WrongAppender,
-                "appended by a writer other than its validator",
-            )));
-        }
-        if body.requester == validator {
-            return Ok(Err(no(
+    /// The requester may not co-sign its own operation (checked by the machine after the
+    /// appender and before the validator's role).
+    pub fn check_not_own_validator(
+        requester: &PublicKey,
+        validator: &PublicKey,
+    ) -> Result<(), Refusal> {
+        if requester == validator {
+            return Err(no(
                 RefusalCode::SelfValidation,
                 "the requester cannot validate its own operation",
-            )));
+            ));
         }
-        if !account(state, &validator)?.has(ROLE_VALIDATOR) {
-            return Ok(Err(no(
-                RefusalCode::NotAValidator,
-                format!("{validator} is not a validator"),
-            )));
-        }
-        if let Err(e) = Self::check_expiry(op.height, body.expires) {
-            return Ok(Err(e));
-        }
-        if state.get(&keys::tx(tx_hash))?.is_some() {
-            return Ok(Err(no(RefusalCode::Duplicate, "duplicate transaction")));
-        }
-        if !self
-            .signatures
-            .verify(&body.requester, tx_hash, &complete.requester_sig)
-        {
-            return Ok(Err(no(
-                RefusalCode::BadSignature,
-                "the requester's signature does not verify",
-            )));
-        }
-        let validation = PartialOp::validation_hash(&self.network, tx_hash, &validator);
-        if !self
-            .signatures
-            .verify(&validator, &validation, &complete.validator_sig)
-        {
-            return Ok(Err(no(
-                RefusalCode::BadSignature,
-                "the validator's signature does not verify",
-            )));
-        }
-        let requester = body.requester;
+        Ok(())
+    }
+
+    /// Whether the rules that depend neither on the validator nor on the signatures let
+    /// `requester` do `action` on `state` now: the requester has an account, the action's own
+    /// rules hold (`InvalidField`, `AlreadyDeployed`, `NotDeployed`, `NotWhitelisted`,
+    /// `Role`, …) and its balance pays the fee (and amount or stake) — the same checks, in
+    /// the same order and with the same refusals, as applying the op after its signatures.
+    /// What a requester can be told before signing; the outer error is a fault of this node.
+    pub fn preflight(
+        &self,
+        state: &dyn StateView,
+        requester: &PublicKey,
+        action: &UserAction,
+    ) -> Result<Result<(), Refusal>, LedgerError> {
+        // The tx hash only names a new deployment, which a preflight discards.
+        Ok(self
+            .draft_user(state, requester, action, &Hash32::ZERO)?
+            .map(|_| ()))
+    }
+
+    /// The effects of `requester`'s `action` before the fee is shared out (the rules of
+    /// [`MsbMachine::preflight`]).
+    fn draft_user<'s>(
+        &self,
+        state: &'s dyn StateView,
+        requester: &PublicKey,
+        action: &UserAction,
+        tx_hash: &Hash32,
+    ) -> Result<Result<Draft<'s>, Refusal>, LedgerError> {
+        let requester = *requester;
         let mut book = Ledgerbook::new(state);
         if !book.exists(&requester)? {
             return Ok(Err(no(
@@ -452,9 +450,8 @@ impl MsbMachine {
             fee: FEE,
             ..Effects::default()
         };
-        // Fee split: (validator, deployer, burned) in percent.
-        let mut split = (75u128, None, 25u128);
-        match &body.action {
+        let mut subnet_deployer = None;
+        match action {
             UserAction::Transfer { to, amount } => {
                 if to.validate().is_err() {
                     return Ok(Err(no(
@@ -520,14 +517,7 @@ impl MsbMachine {
                 if let Err(e) = book.debit(&requester, FEE)? {
                     return Ok(Err(e));
                 }
-                let creator = deployed.deployer;
-                split = if requester == creator {
-                    (50, None, 50)
-                } else if validator == creator {
-                    (75, None, 25)
-                } else {
-                    (50, Some((creator, 25u128)), 25)
-                };
+                subnet_deployer = Some(deployed.deployer);
             }
             UserAction::JoinValidators => {
                 let account = *book.get(&requester)?;
@@ -569,7 +559,79 @@ impl MsbMachine {
                 effects.writers_removed.push(requester);
             }
         }
-        let (to_validator, deployer, burned) = split;
+        Ok(Ok(Draft {
+            book,
+            effects,
+            subnet_deployer,
+        }))
+    }
+
+    fn apply_user(
+        &self,
+        state: &dyn StateView,
+        op: &AppliedOp<'_>,
+        complete: &CompleteOp,
+        tx_hash: &Hash32,
+    ) -> Result<Verdict, LedgerError> {
+        let body = &complete.body;
+        let validator = complete.validator;
+        if op.writer != validator {
+            return Ok(Err(no(
+                RefusalCode::WrongAppender,
+                "appended by a writer other than its validator",
+            )));
+        }
+        if let Err(e) = Self::check_not_own_validator(&body.requester, &validator) {
+            return Ok(Err(e));
+        }
+        if !account(state, &validator)?.has(ROLE_VALIDATOR) {
+            return Ok(Err(no(
+                RefusalCode::NotAValidator,
+                format!("{validator} is not a validator"),
+            )));
+        }
+        if let Err(e) = Self::check_expiry(op.height, body.expires) {
+            return Ok(Err(e));
+        }
+        if state.get(&keys::tx(tx_hash))?.is_some() {
+            return Ok(Err(no(RefusalCode::Duplicate, "duplicate transaction")));
+        }
+        if !self
+            .signatures
+            .verify(&body.requester, tx_hash, &complete.requester_sig)
+        {
+            return Ok(Err(no(
+                RefusalCode::BadSignature,
+                "the requester's signature does not verify",
+            )));
+        }
+        let validation = PartialOp::validation_hash(&self.network, tx_hash, &validator);
+        if !self
+            .signatures
+            .verify(&validator, &validation, &complete.validator_sig)
+        {
+            return Ok(Err(no(
+                RefusalCode::BadSignature,
+                "the validator's signature does not verify",
+            )));
+        }
+        let requester = body.requester;
+        let Draft {
+            mut book,
+            mut effects,
+            subnet_deployer,
+        } = match self.draft_user(state, &requester, &body.action, tx_hash)? {
+            Ok(draft) => draft,
+            Err(e) => return Ok(Err(e)),
+        };
+        // Fee split: (validator, deployer, burned) in percent; a `tx` shares it with the
+        // subnet's deployer.
+        let (to_validator, deployer, burned) = match subnet_deployer {
+            None => (75u128, None, 25u128),
+            Some(creator) if creator == requester => (50, None, 50),
+            Some(creator) if creator == validator => (75, None, 25),
+            Some(creator) => (50, Some((creator, 25u128)), 25),
+        };
         let validator_part = share(FEE, to_validator);
         let deployer_part = deployer.map_or(0, |(_, p)| share(FEE, p));
         if let Err(e) = book.credit(&validator, validator_part)? {

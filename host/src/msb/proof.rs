@@ -3,19 +3,20 @@
 //! signed by a majority of the MSB indexers a subnet trusts. A subnet checks one with its own
 //! state alone — no MSB replica, no waiting.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
 use super::Receipt;
-use super::machine::{self, MsbMachine};
+use super::machine::{self, MsbMachine, TxLocation};
 use super::ops::{self, AdminAction, MsbOp, UserAction};
 use crate::codec;
 use crate::crypto::{
     BatchItem, Domain, DomainKind, Hash32, PublicKey, Signature, hash_parts, verify_batch,
 };
-use crate::ledger::{Ack, Checkpoint, Ledger, LedgerError, merkle, quorum};
+use crate::ledger::{Ack, Checkpoint, Ledger, LedgerError, LogEntry, merkle, quorum};
 use crate::store::StateView;
 use crate::subnet::settlement::{
     AttestationVerifier, IndexerChange, MsbTrust, Settlement, SettlementScheme, SettlementVerifier,
@@ -41,15 +42,13 @@ pub struct SettlementProof {
 /// Why a proof cannot be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ProofError {
-    /// The MSB has not applied that transaction (yet).
+    /// The MSB has not applied that transaction (yet), or refused it: a refused op leaves
+    /// only its receipt (see [`MsbAccess::refusals`](crate::node::MsbAccess::refusals)).
     #[error("transaction {0} is not applied on MSB")]
     NotApplied(Hash32),
     /// It is applied but its checkpoint is not final yet.
     #[error("transaction {0} is not final on MSB yet")]
     NotFinal(Hash32),
-    /// It was refused.
-    #[error("transaction {0} was refused by MSB: {1}")]
-    Refused(Hash32, String),
     /// The ledger failed.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
@@ -58,56 +57,177 @@ pub enum ProofError {
 impl SettlementProof {
     /// Builds the proof of `tx_hash` from an MSB node's ledger (confirmed state).
     pub fn build(ledger: &mut Ledger<MsbMachine>, tx_hash: &Hash32) -> Result<Self, ProofError> {
-        let location = ledger.read(true, |s| machine::tx_location(s, tx_hash))??;
-        let Some(location) = location else {
+        Self::build_many(ledger, std::slice::from_ref(tx_hash))
+            .pop()
+            .expect("one result per tx")
+    }
+
+    /// Builds the proofs of `tx_hashes` (one result each, in order) from an MSB node's ledger
+    /// (confirmed state). The txs of one checkpoint share its work: its receipts are read and
+    /// decoded once, its Merkle tree built once, its checkpoint and acks read once, and each
+    /// log entry is read once.
+    pub fn build_many(
+        ledger: &mut Ledger<MsbMachine>,
+        tx_hashes: &[Hash32],
+    ) -> Vec<Result<Self, ProofError>> {
+        let mut out: Vec<Option<Result<Self, ProofError>>> = std::iter::repeat_with(|| None)
+            .take(tx_hashes.len())
+            .collect();
+        let located = ledger.read(true, |s| {
+            tx_hashes
+                .iter()
+                .map(|h| machine::tx_location(s, h))
+                .collect::<Vec<_>>()
+        });
+        let located = match located {
+            Ok(located) => located,
+            Err(e) => {
+                let all: Vec<usize> = (0..tx_hashes.len()).collect();
+                answer_all(&mut out, &all, e);
+                return finish(out);
+            }
+        };
+        let mut by_height: BTreeMap<u64, Vec<(usize, TxLocation)>> = BTreeMap::new();
+        let mut unlocated = Vec::new();
+        for (i, found) in located.into_iter().enumerate() {
+            match found {
+                Ok(Some(location)) => by_height
+                    .entry(location.height)
+                    .or_default()
+                    .push((i, location)),
+                Ok(None) => unlocated.push(i),
+                Err(e) => out[i] = Some(Err(e.into())),
+            }
+        }
+        if !unlocated.is_empty() {
             // Applied in the unconfirmed view only: its checkpoint is not final (or not made)
             // yet — the caller should wait, not give up.
-            if ledger
-                .read(false, |s| machine::tx_location(s, tx_hash))??
-                .is_some()
-            {
-                return Err(ProofError::NotFinal(*tx_hash));
-            }
-            return Err(ProofError::NotApplied(*tx_hash));
-        };
-        if location.height > ledger.status().final_height {
-            return Err(ProofError::NotFinal(*tx_hash));
-        }
-        let receipts = ledger.receipts(location.height)?;
-        let mut found = None;
-        for (index, bytes) in receipts.iter().enumerate() {
-            let receipt: Receipt = codec::decode(bytes)
-                .map_err(|e| LedgerError::Invalid(format!("stored receipt: {e}")))?;
-            if receipt.tx_hash == *tx_hash && receipt.error.is_none() {
-                found = Some((index, receipt));
-                break;
+            let unconfirmed = ledger.read(false, |s| {
+                unlocated
+                    .iter()
+                    .map(|&i| machine::tx_location(s, &tx_hashes[i]))
+                    .collect::<Vec<_>>()
+            });
+            match unconfirmed {
+                Ok(found) => {
+                    for (&i, found) in unlocated.iter().zip(found) {
+                        out[i] = Some(match found {
+                            Ok(Some(_)) => Err(ProofError::NotFinal(tx_hashes[i])),
+                            Ok(None) => Err(ProofError::NotApplied(tx_hashes[i])),
+                            Err(e) => Err(e.into()),
+                        });
+                    }
+                }
+                Err(e) => answer_all(&mut out, &unlocated, e),
             }
         }
-        let Some((index, receipt)) = found else {
-            return Err(ProofError::NotApplied(*tx_hash));
+        let final_height = ledger.status().final_height;
+        let mut entries = HashMap::new();
+        for (height, group) in by_height {
+            let indices: Vec<usize> = group.iter().map(|(i, _)| *i).collect();
+            if height > final_height {
+                for &i in &indices {
+                    out[i] = Some(Err(ProofError::NotFinal(tx_hashes[i])));
+                }
+                continue;
+            }
+            match Self::build_at(ledger, height, &group, tx_hashes, &mut entries) {
+                Ok(built) => {
+                    for (i, result) in indices.into_iter().zip(built) {
+                        out[i] = Some(result);
+                    }
+                }
+                Err(e) => answer_all(&mut out, &indices, e),
+            }
+        }
+        finish(out)
+    }
+
+    /// The proofs of the txs of `group` (index in `tx_hashes`, location), all applied in the
+    /// final checkpoint at `height`. The error is one of the whole checkpoint; `entries`
+    /// keeps the log entries read so far.
+    fn build_at(
+        ledger: &Ledger<MsbMachine>,
+        height: u64,
+        group: &[(usize, TxLocation)],
+        tx_hashes: &[Hash32],
+        entries: &mut HashMap<(PublicKey, u64), LogEntry>,
+    ) -> Result<Vec<Result<Self, ProofError>>, LedgerError> {
+        let receipts = ledger.receipts(height)?;
+        let decoded = receipts
+            .iter()
+            .map(|bytes| {
+                codec::decode::<Receipt>(bytes)
+                    .map_err(|e| LedgerError::Invalid(format!("stored receipt: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // The first successful receipt of each tx (a refused duplicate may come after it; an
+        // op appended by another writer than its validator, refused, before it).
+        let mut applied: HashMap<Hash32, usize> = HashMap::with_capacity(decoded.len());
+        for (index, receipt) in decoded.iter().enumerate() {
+            if receipt.error.is_none() {
+                applied.entry(receipt.tx_hash).or_insert(index);
+            }
+        }
+        let levels = merkle::levels(&receipts);
+        let checkpoint = ledger.checkpoint(height)?;
+        let acks = match checkpoint {
+            Some(_) => ledger.acks(height)?,
+            None => Vec::new(),
         };
-        let path = merkle::proof(&receipts, index).expect("index within the receipts");
-        let checkpoint = ledger
-            .checkpoint(location.height)?
-            .ok_or(ProofError::NotFinal(*tx_hash))?;
-        let acks = ledger.acks(location.height)?;
-        let entry = ledger
-            .entry(&location.writer, location.seq)?
-            .ok_or_else(|| LedgerError::Invalid("the tx's log entry is missing".into()))?;
+        let network = ledger.network();
+        let mut built = Vec::with_capacity(group.len());
+        for (i, location) in group {
+            let tx_hash = tx_hashes[*i];
+            let Some(&index) = applied.get(&tx_hash) else {
+                built.push(Err(ProofError::NotApplied(tx_hash)));
+                continue;
+            };
+            let Some(checkpoint) = &checkpoint else {
+                built.push(Err(ProofError::NotFinal(tx_hash)));
+                continue;
+            };
+            let op = match Self::op_at(ledger, location, entries) {
+                Ok(op) => op,
+                Err(e) => {
+                    built.push(Err(e.into()));
+                    continue;
+                }
+            };
+            built.push(Ok(SettlementProof {
+                network,
+                op,
+                receipt: decoded[index].clone(),
+                path: merkle::path(&levels, index).expect("index within the receipts"),
+                checkpoint: checkpoint.clone(),
+                acks: acks.clone(),
+            }));
+        }
+        Ok(built)
+    }
+
+    /// The op at `location`, its entry read once per `entries`.
+    fn op_at(
+        ledger: &Ledger<MsbMachine>,
+        location: &TxLocation,
+        entries: &mut HashMap<(PublicKey, u64), LogEntry>,
+    ) -> Result<MsbOp, LedgerError> {
+        let key = (location.writer, location.seq);
+        let entry = match entries.entry(key) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(vacant) => {
+                let entry = ledger
+                    .entry(&location.writer, location.seq)?
+                    .ok_or_else(|| LedgerError::Invalid("the tx's log entry is missing".into()))?;
+                vacant.insert(entry)
+            }
+        };
         let bytes = entry
             .body
             .ops
             .get(location.index as usize)
             .ok_or_else(|| LedgerError::Invalid("the tx's op is missing".into()))?;
-        let op = ops::decode_op(bytes).map_err(LedgerError::Invalid)?;
-        Ok(SettlementProof {
-            network: ledger.network(),
-            op,
-            receipt,
-            path,
-            checkpoint,
-            acks,
-        })
+        ops::decode_op(bytes).map_err(LedgerError::Invalid)
     }
 
     /// Encodes the proof (what a subnet `tx` op carries).
@@ -194,6 +314,31 @@ impl SettlementProof {
         }
         Ok(tx_hash)
     }
+}
+
+/// Answers the txs at `indices` with `error`, which they share: the first gets it, the others
+/// its description.
+fn answer_all(
+    out: &mut [Option<Result<SettlementProof, ProofError>>],
+    indices: &[usize],
+    error: LedgerError,
+) {
+    let Some((&first, rest)) = indices.split_first() else {
+        return;
+    };
+    for &i in rest {
+        out[i] = Some(Err(LedgerError::Node(error.to_string()).into()));
+    }
+    out[first] = Some(Err(error.into()));
+}
+
+/// The answers, every tx answered.
+fn finish(
+    out: Vec<Option<Result<SettlementProof, ProofError>>>,
+) -> Vec<Result<SettlementProof, ProofError>> {
+    out.into_iter()
+        .map(|result| result.expect("every tx is answered"))
+        .collect()
 }
 
 /// Verifies [`SettlementProof`]s for subnets trusting an MSB by its indexer set. Verified

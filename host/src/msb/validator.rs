@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::Receipt;
-use super::machine::{MAX_OP_BYTES, MsbMachine, RefusalCode};
+use super::machine::{MAX_OP_BYTES, MsbMachine, Refusal, RefusalCode};
 use super::ops::{self, CompleteOp, MsbOp, PartialOp};
 use crate::codec;
 use crate::crypto::{Hash32, Keypair, PublicKey};
@@ -36,6 +36,15 @@ pub enum Rejection {
     /// The pool is full; try again shortly.
     #[error("the validator is busy ({0} operations pending)")]
     Busy(usize),
+}
+
+impl From<Refusal> for Rejection {
+    fn from(refusal: Refusal) -> Self {
+        Rejection::Refused {
+            code: refusal.code,
+            message: refusal.message,
+        }
+    }
 }
 
 impl Rejection {
@@ -182,11 +191,7 @@ impl Validator {
         let receipt: Receipt = codec::decode(&receipt)
             .map_err(|e| LedgerError::Invalid(format!("dry-run receipt: {e}")))?;
         if let Some(refusal) = receipt.error {
-            return Err(Rejection::Refused {
-                code: refusal.code,
-                message: refusal.message,
-            }
-            .into());
+            return Err(Rejection::from(refusal).into());
         }
         self.diff = diff;
         self.pending.insert(tx_hash);

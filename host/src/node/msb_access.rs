@@ -8,10 +8,9 @@ use std::collections::{HashMap, HashSet};
 use crate::codec;
 use crate::crypto::{Hash32, PublicKey};
 use crate::ledger::{Ledger, LedgerError, Message};
-use crate::msb::ops::format_amount;
 use crate::msb::{
-    FEE, MsbMachine, PartialOp, ProofError, ROLE_VALIDATOR, Receipt, Refusal, RefusalCode,
-    Rejection, SettlementProof, SubmitError, Validator,
+    MsbMachine, PartialOp, ProofError, ROLE_VALIDATOR, Receipt, Refusal, Rejection,
+    SettlementProof, SubmitError, UserAction, Validator,
 };
 
 /// MSB heights as this peer knows them.
@@ -106,10 +105,6 @@ impl<'a> LocalMsb<'a> {
     }
 }
 
-fn refused(code: RefusalCode, message: String) -> SubmitError {
-    SubmitError::Rejected(Rejection::Refused { code, message })
-}
-
 impl MsbAccess for LocalMsb<'_> {
     fn network(&self) -> Hash32 {
         self.ledger.network()
@@ -129,48 +124,28 @@ impl MsbAccess for LocalMsb<'_> {
 
     fn preflight(&mut self, requester: &PublicKey, subnet: &Hash32) -> Result<(), SubmitError> {
         let validator = self.validator.public();
-        // The checks of `MsbMachine` for a `tx` op that do not need the op itself, in its order.
-        if *requester == validator {
-            return Err(refused(
-                RefusalCode::SelfValidation,
-                "the requester cannot validate its own operation".into(),
-            ));
-        }
-        self.ledger
-            .read(false, |state| -> Result<(), SubmitError> {
+        // In the order a submission meets them: the validator service's own role, then the
+        // machine's rules for a `tx` op that need neither the signatures nor the expiry.
+        let action = UserAction::Tx {
+            subnet: *subnet,
+            // The rules do not look at the call.
+            content: Hash32::ZERO,
+        };
+        let verdict = self.ledger.read_with_machine(
+            false,
+            |state, machine| -> Result<Result<(), Rejection>, LedgerError> {
                 if !crate::msb::account(state, &validator)?.has(ROLE_VALIDATOR) {
-                    return Err(Rejection::NotValidator.into());
+                    return Ok(Err(Rejection::NotValidator));
                 }
-                if state
-                    .get(&crate::msb::keys::account(requester))
-                    .map_err(LedgerError::from)?
-                    .is_none()
-                {
-                    return Err(refused(
-                        RefusalCode::NoAccount,
-                        format!("requester {requester} has no account"),
-                    ));
+                if let Err(refusal) = MsbMachine::check_not_own_validator(requester, &validator) {
+                    return Ok(Err(refusal.into()));
                 }
-                if crate::msb::deployment(state, subnet)?.is_none() {
-                    return Err(refused(
-                        RefusalCode::NotDeployed,
-                        format!("subnet {subnet} is not deployed"),
-                    ));
-                }
-                let balance = crate::msb::account(state, requester)?.balance;
-                if balance < FEE {
-                    return Err(refused(
-                        RefusalCode::InsufficientBalance,
-                        format!(
-                            "insufficient balance: {} TNK available, {} TNK needed",
-                            format_amount(balance),
-                            format_amount(FEE)
-                        ),
-                    ));
-                }
-                Ok(())
-            })
-            .map_err(SubmitError::Node)?
+                Ok(machine
+                    .preflight(state, requester, &action)?
+                    .map_err(Rejection::from))
+            },
+        )??;
+        Ok(verdict?)
     }
 
     fn submit(&mut self, partial: PartialOp) -> Result<Hash32, SubmitError> {
@@ -183,6 +158,10 @@ impl MsbAccess for LocalMsb<'_> {
 
     fn proof(&mut self, tx_hash: &Hash32) -> Result<SettlementProof, ProofError> {
         SettlementProof::build(self.ledger, tx_hash)
+    }
+
+    fn proofs(&mut self, tx_hashes: &[Hash32]) -> Vec<Result<SettlementProof, ProofError>> {
+        SettlementProof::build_many(self.ledger, tx_hashes)
     }
 
     fn refusals(

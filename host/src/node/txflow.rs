@@ -708,16 +708,6 @@ impl TxFlow {
                     tx_hash,
                     outcome: TxOutcome::Waiting(WaitReason::NotFinal),
                 }),
-                Err(ProofError::Refused(_, message)) => {
-                    dropped.push(tx_hash);
-                    report.txs.push(TxReport {
-                        tx_hash,
-                        outcome: TxOutcome::Dropped(DropReason::Refused {
-                            code: None,
-                            message,
-                        }),
-                    });
-                }
                 Err(ProofError::Ledger(e)) => return Err(e.into()),
             }
         }
