@@ -26,4 +26,6 @@ pub use cache::VerifiedSignatures;
 pub use domain::{DOMAIN_PREFIX, Domain, DomainKind};
 pub use hash::{Hash32, HexError, hash, hash_parts, parse_fixed_hex};
 pub use keys::{Keypair, PublicKey, Signature};
-pub use verify::{BatchItem, SignatureError, verify_batch, verify_hash, verify_message};
+pub use verify::{
+    BatchItem, SignatureError, SignedHash, verify_batch, verify_hash, verify_message,
+};

@@ -171,6 +171,23 @@ const PARALLEL_MIN_PART: usize = 32;
 /// halved and the halves batch-checked, so one bad signature costs O(n), not n single checks).
 const SEARCH_LEAF: usize = 8;
 
+/// A signature with its signer and the hash it signs, owned (for collecting before a batch).
+pub type SignedHash = (PublicKey, Hash32, Signature);
+
+impl<'a> BatchItem<'a> {
+    /// Batch items borrowing `triples`.
+    pub fn from_triples(triples: &'a [SignedHash]) -> Vec<BatchItem<'a>> {
+        triples
+            .iter()
+            .map(|(key, hash, signature)| BatchItem {
+                key,
+                hash,
+                signature,
+            })
+            .collect()
+    }
+}
+
 /// Verifies many signatures at once; the verdict equals verifying each with [`verify_hash`].
 ///
 /// On failure the error names the first failing index, with the reason its single check gives.

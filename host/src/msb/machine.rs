@@ -931,14 +931,7 @@ impl StateMachine for MsbMachine {
                 triples.push((op.validator, validation, op.validator_sig));
             }
         }
-        let items: Vec<BatchItem<'_>> = triples
-            .iter()
-            .map(|(key, hash, signature)| BatchItem {
-                key,
-                hash,
-                signature,
-            })
-            .collect();
+        let items = BatchItem::from_triples(&triples);
         self.signatures.verify_batch(&items);
     }
 
