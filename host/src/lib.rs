@@ -15,6 +15,7 @@
 //! - [`bundled`]: the bundled contract components (Intercom, the registry example);
 //! - [`builder`]: building contract crates into components (`trac contract build`);
 //! - [`bench`]: the `trac bench` suites;
+//! - [`terminal`]: the interactive terminal's commands, help, output sanitising and line editor;
 //! - [`cli`]: the `trac` command line.
 
 pub mod bench;
@@ -30,3 +31,4 @@ pub mod node;
 pub mod runtime;
 pub mod store;
 pub mod subnet;
+pub mod terminal;

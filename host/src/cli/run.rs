@@ -1,9 +1,11 @@
 //! `trac run [store-label] [flags]`: the Intercom node.
 //!
-//! For now it resolves and checks the configuration ([`crate::node::config`]), creates the store
-//! layout and the keystores, and prints the resolved settings and the startup banner
-//! (`--dry-run`). The node runtime itself is not wired yet: without `--dry-run` the command
-//! fails after checking the configuration, before writing anything.
+//! It resolves and checks the configuration ([`crate::node::config`]), creates the store layout
+//! and the keystores, and prints the resolved settings and the startup banner. With
+//! `--dry-run` it stops there; otherwise it starts the node ([`crate::node::runner`]), prints
+//! the banner with the real network ids and bound addresses, and runs until SIGINT/SIGTERM or
+//! `/exit` on standard input (which also serves `/stats` and `/get --key <k>
+//! [--confirmed 0|1]` until the interactive terminal exists).
 //!
 //! The settings are read by [`RunConfig::resolve`] rather than by clap's `env` attributes, so
 //! that an empty flag value falls through to the variable, booleans are strict and the errors
@@ -11,8 +13,9 @@
 
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
+use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
 
 use super::passphrase::{PassphraseArgs, Purpose};
@@ -20,10 +23,7 @@ use crate::node::config::{
     BannerInfo, LoadedKey, MsbStart, RunConfig, RunFlags, StartPlan, SubnetStart,
     load_or_create_keypair, render_banner,
 };
-
-/// Message of `trac run` without `--dry-run` until the node runtime is wired.
-pub const NOT_BUILT: &str =
-    "the node runtime is not built yet: use --dry-run to check the configuration";
+use crate::node::runner::{Command, Node, NodeConfig};
 
 /// `trac run` arguments. Every flag also reads the environment variable named in its help; a
 /// non-empty flag wins over the variable, the variable over the default.
@@ -150,10 +150,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     for warning in &plan.warnings {
         eprintln!("warning: {warning}");
     }
-    if !args.dry_run {
-        bail!(NOT_BUILT);
-    }
-
     plan.persist_joined()?;
     let mut passphrase = configured_passphrase(&args.passphrase)?;
     let peer = load_key("peer", &plan.layout.peer_keystore(), &args, &mut passphrase)?;
@@ -190,9 +186,193 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         subnet_bootstrap_file: plan.layout.subnet_bootstrap_file(),
         listen: config.listen.iter().map(ToString::to_string).collect(),
     };
+    if !args.dry_run {
+        return run_node(&config, plan, peer, msb, banner);
+    }
     print!("{}", render_banner(&banner));
     println!("Dry run: configuration checked; the node was not started.");
     Ok(())
+}
+
+/// Starts the node, prints the banner with the real ids and addresses, and runs until
+/// SIGINT/SIGTERM or `/exit` on standard input.
+fn run_node(
+    config: &RunConfig,
+    plan: StartPlan,
+    peer: LoadedKey,
+    msb: LoadedKey,
+    mut banner: BannerInfo,
+) -> anyhow::Result<()> {
+    let contract = match &plan.subnet {
+        SubnetStart::Create { contract } => contract.load()?.into_owned(),
+        SubnetStart::Existing { .. } => Vec::new(),
+    };
+    let mut bootstrap = config.peer_dht_bootstrap.clone();
+    for addr in &config.msb_dht_bootstrap {
+        if !bootstrap.contains(addr) {
+            bootstrap.push(addr.clone());
+        }
+    }
+    let node_config = NodeConfig {
+        plan,
+        peer_key: peer.keypair,
+        msb_key: msb.keypair,
+        contract,
+        subnet_channel: config.subnet_channel.clone(),
+        listen: config.listen.clone(),
+        bootstrap,
+        mdns: config.mdns,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let started = tokio::select! {
+            node = Node::start(node_config) => node?,
+            _ = stop_signal() => {
+                println!("Stopped before the node was ready.");
+                return Ok(());
+            }
+        };
+        let mut node = started;
+        banner.msb_bootstrap = Some(node.msb_id());
+        banner.subnet_bootstrap = Some(node.subnet_id());
+        banner.subnet_channel = node.subnet_channel().to_string();
+        banner.writable = node.writable().filter(|w| *w);
+        banner.listen = node
+            .listen_addrs()
+            .await
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        print!("{}", render_banner(&banner));
+        println!("Node running. Commands: /stats, /get --key <key> [--confirmed 0|1], /exit");
+
+        let (commands_tx, commands) = mpsc::channel(16);
+        let (exit_tx, exit_rx) = oneshot::channel::<()>();
+        spawn_stdin(commands_tx, exit_tx);
+        let stop = async move {
+            tokio::select! {
+                _ = stop_signal() => {}
+                _ = exit_rx => {}
+            }
+        };
+        node.run(commands, stop).await?;
+        println!("Node stopped.");
+        Ok(())
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Reads standard input on a thread: `/exit` stops the node; `/stats` and `/get` are served
+/// by the running node. At end of input the node keeps running (stop it with a signal).
+fn spawn_stdin(commands: mpsc::Sender<Command>, exit: oneshot::Sender<()>) {
+    std::thread::spawn(move || {
+        let mut exit = Some(exit);
+        let stdin = std::io::stdin();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match stdin.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.first().copied() {
+                None => {}
+                Some("/exit") => {
+                    if let Some(exit) = exit.take() {
+                        let _ = exit.send(());
+                    }
+                    return;
+                }
+                Some("/stats") => {
+                    let (tx, rx) = oneshot::channel();
+                    if commands.blocking_send(Command::Stats(tx)).is_err() {
+                        return;
+                    }
+                    if let Ok(stats) = rx.blocking_recv() {
+                        print!("{}", stats.render());
+                    }
+                }
+                Some("/get") => match parse_get(&words[1..]) {
+                    Ok((key, confirmed)) => {
+                        let (tx, rx) = oneshot::channel();
+                        let command = Command::Get {
+                            key: key.clone().into_bytes(),
+                            confirmed,
+                            reply: tx,
+                        };
+                        if commands.blocking_send(command).is_err() {
+                            return;
+                        }
+                        match rx.blocking_recv() {
+                            Ok(Ok(Some(bytes))) => {
+                                let shown = crate::codec::json::msgpack_to_json(&bytes)
+                                    .map_or_else(|| hex::encode(&bytes), |j| j.to_string());
+                                println!("{key}: {shown}");
+                            }
+                            Ok(Ok(None)) => println!("{key}: null"),
+                            Ok(Err(e)) => eprintln!("error: {e}"),
+                            Err(_) => return,
+                        }
+                    }
+                    Err(e) => eprintln!("error: {e}"),
+                },
+                Some(other) => {
+                    eprintln!("unknown command {other}: try /stats, /get --key <key>, /exit")
+                }
+            }
+        }
+    });
+}
+
+/// Parses `--key <k> [--confirmed 0|1]` (confirmed by default).
+fn parse_get(words: &[&str]) -> Result<(String, bool), String> {
+    let mut key = None;
+    let mut confirmed = true;
+    let mut it = words.iter();
+    while let Some(word) = it.next() {
+        match *word {
+            "--key" => key = it.next().map(|k| k.to_string()),
+            "--confirmed" => {
+                confirmed = match it.next().copied() {
+                    Some("1" | "true") => true,
+                    Some("0" | "false") => false,
+                    _ => return Err("--confirmed takes 0 or 1".into()),
+                }
+            }
+            other => return Err(format!("unexpected argument {other}")),
+        }
+    }
+    Ok((
+        key.ok_or("usage: /get --key <key> [--confirmed 0|1]")?,
+        confirmed,
+    ))
 }
 
 /// The passphrase given by a flag or variable, if any (`None`: none configured, so new

@@ -1,0 +1,990 @@
+//! The running node behind `trac run`: the MSB ledger and the subnet ledger of one peer,
+//! replicated over the libp2p network layer ([`crate::net`]).
+//!
+//! - [`Node::start`] opens (or creates) the MSB store and ledger (a dev network when no MSB
+//!   bootstrap is known) and the subnet store and ledger (a new subnet when no subnet bootstrap
+//!   is known: the creator appends `AddAdmin`, `SetMsbTrust` and the contract's deploy ops),
+//!   starts the network and, for a joiner that lacks a genesis, fetches it from its peers.
+//! - [`Node::run`] is the pump: it answers peers' requests and pushes with the ledger of the
+//!   network they name, proposes checkpoints when this node is a sequencer (every
+//!   [`PROPOSE_EVERY`]), sends its sync requests to every peer (every [`SYNC_EVERY`]) and
+//!   serves [`Command`]s, until told to stop.
+//!
+//! The ledgers are owned by the pump (the future [`Node::run`] returns, driven by the caller
+//! on its own task; [`Node`] is `Send`, so it may also be spawned): every ledger call happens
+//! there, synchronously. Other tasks reach the ledgers only through [`Command`]s. Network
+//! requests to peers are sent from spawned tasks, whose answers come back to the pump through
+//! a channel, so two nodes asking each other never wait on one another.
+//!
+//! **Genesis transfer.** A subnet id and an MSB network id are hashes of their genesis, so a
+//! joiner that knows only the id asks its peers for the genesis on the ledger protocol, on the
+//! network [`genesis_channel`]`(id)`: a peer that has it answers with one entry whose single op
+//! is the encoded genesis (the entry is only a container; the joiner checks that the genesis
+//! hashes to the id). The genesis is persisted in the store folder
+//! ([`SUBNET_GENESIS_FILE`], [`MSB_GENESIS_FILE`]) so that restarts need no peer.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, anyhow, bail};
+use tokio::sync::{mpsc, oneshot};
+
+use super::config::{MsbStart, StartPlan, SubnetStart, write_atomic};
+use super::{LocalMsb, TxFlow};
+use crate::codec;
+use crate::crypto::{Hash32, Keypair, PublicKey};
+use crate::ledger::{Ledger, LedgerLimits, LedgerStatus, LogEntry, Message};
+use crate::msb::{MsbGenesis, MsbMachine, MsbOp, Validator};
+use crate::net::{Multiaddr, Net, NetConfig, NetEvent, NetHandle, PeerId};
+use crate::store::{Store, StoreOptions};
+use crate::subnet::ops::deploy_ops;
+use crate::subnet::{
+    Action, OpSigner, SettlementScheme, SubnetGenesis, SubnetMachine, SubnetOp, encode_op, keys,
+};
+
+/// The MSB genesis, in the MSB store folder (canonical encoding, [`crate::codec`]).
+pub const MSB_GENESIS_FILE: &str = "msb-genesis.bin";
+/// The subnet genesis, in the peer store folder (canonical encoding).
+pub const SUBNET_GENESIS_FILE: &str = "subnet-genesis.bin";
+/// How often a sequencer proposes a checkpoint.
+pub const PROPOSE_EVERY: Duration = Duration::from_millis(200);
+/// How often the sync requests go to every peer.
+pub const SYNC_EVERY: Duration = Duration::from_secs(1);
+/// How long a joiner waits for a peer to hand it a genesis before giving up.
+pub const GENESIS_WAIT: Duration = Duration::from_secs(60);
+/// Expiry (subnet checkpoint height) of the creator's first system ops.
+const CREATION_EXPIRY: u64 = 1_000;
+/// Op bytes per creation entry: below the ledger's 4 MiB, with room for the entry's framing.
+const CREATION_ENTRY_BYTES: usize = (4 << 20) - (64 << 10);
+
+/// What the node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The resolved start plan (stores, what to create or join).
+    pub plan: StartPlan,
+    /// The peer key: P2P identity, subnet writer, requester.
+    pub peer_key: Keypair,
+    /// The MSB node key (a dev network's admin).
+    pub msb_key: Keypair,
+    /// The contract component of a new subnet.
+    pub contract: Vec<u8>,
+    /// The channel of a new subnet.
+    pub subnet_channel: String,
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Bootstrap peers (`host:port` or multiaddrs), both lists together.
+    pub bootstrap: Vec<String>,
+    /// mDNS discovery.
+    pub mdns: bool,
+}
+
+/// One ledger's numbers, for `/stats`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerStats {
+    /// The network id.
+    pub network: Hash32,
+    /// The ledger's status.
+    pub status: LedgerStatus,
+}
+
+/// The node's numbers, for `/stats`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStats {
+    /// The MSB ledger.
+    pub msb: LedgerStats,
+    /// The subnet ledger.
+    pub subnet: LedgerStats,
+    /// Connected, identified peers.
+    pub peers: usize,
+}
+
+impl NodeStats {
+    /// The `/stats` lines.
+    pub fn render(&self) -> String {
+        let line = |name: &str, l: &LedgerStats| {
+            format!(
+                "{name} {}: final height {}, latest height {}, root {}, entries {}, divergence {}, peers {}\n",
+                l.network,
+                l.status.final_height,
+                l.status.latest_height,
+                l.status.final_root,
+                l.status.entries,
+                if l.status.divergence.is_some() {
+                    "YES"
+                } else {
+                    "no"
+                },
+                self.peers
+            )
+        };
+        format!("{}{}", line("MSB", &self.msb), line("Subnet", &self.subnet))
+    }
+}
+
+/// Work run by the pump with the node at hand (the ledgers, the tx flow, the validator);
+/// what it returns goes back through a channel the closure captures.
+pub type NodeTask = Box<dyn FnOnce(&mut Node) + Send>;
+
+/// What the pump can be asked while it runs.
+pub enum Command {
+    /// The node's numbers.
+    Stats(oneshot::Sender<NodeStats>),
+    /// A subnet state value: `confirmed` view or not; `None` when absent.
+    Get {
+        /// The key.
+        key: Vec<u8>,
+        /// Confirmed (final) view, or the unconfirmed one.
+        confirmed: bool,
+        /// Where the value goes (an error as text).
+        reply: oneshot::Sender<Result<Option<Vec<u8>>, String>>,
+    },
+    /// Anything else (the interactive terminal's commands): runs on the pump. Messages the
+    /// task produces are sent with [`Node::broadcast`].
+    Run(NodeTask),
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Stats(_) => f.write_str("Stats"),
+            Command::Get { key, confirmed, .. } => f
+                .debug_struct("Get")
+                .field("key", &String::from_utf8_lossy(key))
+                .field("confirmed", confirmed)
+                .finish(),
+            Command::Run(_) => f.write_str("Run"),
+        }
+    }
+}
+
+/// A started node: its ledgers and its network, ready to [`Node::run`].
+pub struct Node {
+    msb: Ledger<MsbMachine>,
+    subnet: Ledger<SubnetMachine>,
+    msb_genesis: MsbGenesis,
+    subnet_genesis: SubnetGenesis,
+    net: NetHandle,
+    events: mpsc::Receiver<NetEvent>,
+    peer_key: Keypair,
+    peers: BTreeSet<PeerId>,
+    created_subnet: bool,
+    txflow: TxFlow,
+    validator: Validator,
+    msb_key: Keypair,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("msb", &self.msb.network())
+            .field("subnet", &self.subnet.network())
+            .finish()
+    }
+}
+
+/// The network on which the genesis of `id` is asked for and served.
+pub fn genesis_channel(id: &Hash32) -> Hash32 {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"trac/genesis-request/1");
+    hasher.update(&id.0);
+    Hash32(*hasher.finalize().as_bytes())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn open_store(dir: &Path) -> anyhow::Result<Arc<Store>> {
+    Ok(Arc::new(
+        Store::open(dir, StoreOptions::default())
+            .with_context(|| format!("cannot open the store {}", dir.display()))?,
+    ))
+}
+
+fn read_genesis<T: serde::de::DeserializeOwned + serde::Serialize>(
+    path: &Path,
+) -> anyhow::Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            Ok(Some(codec::decode(&bytes).with_context(|| {
+                format!("{} is corrupt", path.display())
+            })?))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// The genesis a store's state records (`None` for a new store).
+fn genesis_in_store<T>(
+    store: &Store,
+    read: impl FnOnce(&dyn crate::store::StateView) -> Result<Option<T>, crate::ledger::LedgerError>,
+) -> anyhow::Result<Option<T>> {
+    let txn = store.read()?;
+    let overlay = crate::store::Overlay::new(&txn)?;
+    Ok(read(&overlay)?)
+}
+
+fn write_genesis<T: serde::Serialize>(path: &Path, genesis: &T) -> anyhow::Result<()> {
+    write_atomic(path, &codec::encode(genesis))?;
+    Ok(())
+}
+
+/// Splits ops into entries within the ledger's limits.
+fn entries_of(ops: Vec<Vec<u8>>, limits: &LedgerLimits) -> Vec<Vec<Vec<u8>>> {
+    let max_bytes = CREATION_ENTRY_BYTES.min(limits.max_entry_bytes);
+    let mut out: Vec<Vec<Vec<u8>>> = Vec::new();
+    let mut current: Vec<Vec<u8>> = Vec::new();
+    let mut bytes = 0;
+    for op in ops {
+        if !current.is_empty()
+            && (current.len() >= limits.max_ops_per_entry || bytes + op.len() > max_bytes)
+        {
+            out.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += op.len();
+        current.push(op);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// Asks connected peers for the genesis of `id` until one answers with a genesis that hashes
+/// to it (`decode` checks that), or [`GENESIS_WAIT`] passes.
+async fn fetch_genesis<T>(
+    net: &NetHandle,
+    id: &Hash32,
+    what: &str,
+    decode: impl Fn(&[u8]) -> Option<T>,
+) -> anyhow::Result<T> {
+    let channel = genesis_channel(id);
+    let deadline = tokio::time::Instant::now() + GENESIS_WAIT;
+    tracing::info!(%id, "asking peers for the {what} genesis");
+    while tokio::time::Instant::now() < deadline {
+        let peers = net.connected_peers().await.unwrap_or_default();
+        for (peer, _) in peers {
+            match net.send(peer, channel, Vec::new()).await {
+                Ok(messages) => {
+                    for message in messages {
+                        if let Message::Entry(entry) = message
+                            && let Some(op) = entry.body.ops.first()
+                            && let Some(genesis) = decode(op)
+                        {
+                            tracing::info!(%id, %peer, "received the {what} genesis");
+                            return Ok(genesis);
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(%peer, "genesis request failed: {e}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    bail!(
+        "no peer handed over the genesis of the {what} {id} within {}s: check the bootstrap peers (--dht-bootstrap), or copy {} from a node of that {what} into the store folder",
+        GENESIS_WAIT.as_secs(),
+        if what == "MSB network" {
+            MSB_GENESIS_FILE
+        } else {
+            SUBNET_GENESIS_FILE
+        }
+    )
+}
+
+impl Node {
+    /// Opens the stores and ledgers (creating the dev MSB network and the subnet if the plan
+    /// says so), starts the network and, for a joiner without a persisted genesis, fetches it
+    /// from its peers. Must run inside a tokio runtime.
+    pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
+        let layout = config.plan.layout.clone();
+        layout.create()?;
+        let mut net_config = NetConfig::new(config.peer_key.clone());
+        net_config.listen = config.listen.clone();
+        net_config.bootstrap = config.bootstrap.clone();
+        net_config.mdns = config.mdns;
+        let (net, events) = Net::start(net_config).context("cannot start the network")?;
+
+        // MSB genesis: the persisted one, else created (dev) or fetched (joiner).
+        let msb_file = layout.msb_store.join(MSB_GENESIS_FILE);
+        let msb_store = open_store(&layout.msb_store)?;
+        // The file, else the genesis recorded in the store's state (a store whose file was
+        // lost), else none yet.
+        let persisted: Option<MsbGenesis> = match read_genesis(&msb_file)? {
+            Some(g) => Some(g),
+            None => genesis_in_store(&msb_store, |s| MsbMachine::genesis_in(s))?,
+        };
+        let msb_genesis = match (&config.plan.msb, persisted) {
+            (MsbStart::Existing { bootstrap, .. }, Some(g)) if g.id() != *bootstrap => bail!(
+                "the MSB store {} holds MSB network {}, not {bootstrap}: use another --msb-store-name",
+                layout.msb_store.display(),
+                g.id()
+            ),
+            (_, Some(g)) => g,
+            (MsbStart::CreateDev { faucet }, None) => {
+                let g = MsbGenesis::dev(config.msb_key.public(), config.peer_key.public(), *faucet);
+                write_genesis(&msb_file, &g)?;
+                tracing::info!(network = %g.id(), "created a dev MSB network");
+                g
+            }
+            (MsbStart::Existing { bootstrap, .. }, None) => {
+                let id = *bootstrap;
+                let g = fetch_genesis(&net, &id, "MSB network", |bytes| {
+                    codec::decode::<MsbGenesis>(bytes)
+                        .ok()
+                        .filter(|g| g.id() == id)
+                })
+                .await?;
+                write_genesis(&msb_file, &g)?;
+                g
+            }
+        };
+        if !msb_file.is_file() {
+            write_genesis(&msb_file, &msb_genesis)?;
+        }
+        let msb_id = msb_genesis.id();
+        layout.write_msb_network(&msb_id, &config.plan.msb_channel)?;
+        let msb = Ledger::open(
+            msb_store,
+            MsbMachine::new(msb_genesis.clone()),
+            msb_id,
+            Some(config.msb_key.clone()),
+            LedgerLimits::default(),
+        )
+        .context("cannot open the MSB ledger")?;
+
+        // Subnet genesis.
+        let subnet_file = layout.peer_store.join(SUBNET_GENESIS_FILE);
+        let subnet_store = open_store(&layout.peer_store)?;
+        let persisted: Option<SubnetGenesis> = match read_genesis(&subnet_file)? {
+            Some(g) => Some(g),
+            None => genesis_in_store(&subnet_store, |s| SubnetMachine::genesis_in(s))?,
+        };
+        let subnet_genesis = match (&config.plan.subnet, persisted) {
+            (SubnetStart::Existing { bootstrap, .. }, Some(g)) if g.id() != *bootstrap => bail!(
+                "the peer store {} holds subnet {}, not {bootstrap}: use another --peer-store-name",
+                layout.peer_store.display(),
+                g.id()
+            ),
+            (_, Some(g)) => g,
+            (SubnetStart::Create { .. }, None) => {
+                let g = SubnetGenesis::new(config.peer_key.public(), config.subnet_channel.clone());
+                g.check().map_err(|e| anyhow!(e))?;
+                write_genesis(&subnet_file, &g)?;
+                tracing::info!(subnet = %g.id(), "created a subnet");
+                g
+            }
+            (SubnetStart::Existing { bootstrap, .. }, None) => {
+                let id = *bootstrap;
+                let g = fetch_genesis(&net, &id, "subnet", |bytes| {
+                    codec::decode::<SubnetGenesis>(bytes)
+                        .ok()
+                        .filter(|g| g.id() == id)
+                })
+                .await?;
+                write_genesis(&subnet_file, &g)?;
+                g
+            }
+        };
+        if !subnet_file.is_file() {
+            write_genesis(&subnet_file, &subnet_genesis)?;
+        }
+        let subnet_id = subnet_genesis.id();
+        let runtime = crate::subnet::replay::runtime(Some(
+            &layout
+                .peer_store
+                .join(crate::subnet::replay::CACHE_DIR_NAME),
+        ))?;
+        let mut subnet = Ledger::open(
+            subnet_store,
+            SubnetMachine::standard(subnet_genesis.clone(), runtime),
+            subnet_id,
+            Some(config.peer_key.clone()),
+            LedgerLimits::default(),
+        )
+        .context("cannot open the subnet ledger")?;
+
+        // The creator's first entries, once.
+        let me = config.peer_key.public();
+        let creator = subnet_genesis.creator == me;
+        if creator && subnet.log_head(&me).0 == 0 {
+            let indexers = msb
+                .store()
+                .read()
+                .map_err(anyhow::Error::from)
+                .and_then(|read| {
+                    let overlay = crate::store::Overlay::new(&read)?;
+                    Ok(crate::msb::indexer_set(&overlay)?)
+                })
+                .context("cannot read the MSB indexer set")?;
+            let signer = OpSigner::new(config.peer_key.clone(), subnet_id);
+            let mut ops = vec![encode_op(&SubnetOp::AddAdmin { key: me })];
+            ops.push(signer.sign(
+                Action::SetMsbTrust {
+                    network: msb_id,
+                    indexers,
+                    scheme: SettlementScheme::Checkpointed,
+                },
+                CREATION_EXPIRY,
+            ));
+            ops.extend(deploy_ops(&signer, &config.contract, CREATION_EXPIRY));
+            for batch in entries_of(ops, &LedgerLimits::default()) {
+                subnet
+                    .append(batch)
+                    .context("cannot append the subnet's first entries")?;
+            }
+        }
+        layout.write_subnet_bootstrap(&subnet_id)?;
+        let txflow = TxFlow::open(&subnet, config.peer_key.clone())
+            .context("cannot reload the pending transactions")?;
+
+        // Events that arrived meanwhile stay queued for the pump (bounded by the net layer).
+        Ok(Node {
+            msb,
+            subnet,
+            msb_genesis,
+            subnet_genesis,
+            net,
+            events,
+            peer_key: config.peer_key,
+            peers: BTreeSet::new(),
+            created_subnet: creator,
+            txflow,
+            validator: Validator::new(config.msb_key.clone()),
+            msb_key: config.msb_key,
+        })
+    }
+
+    /// The MSB network id.
+    pub fn msb_id(&self) -> Hash32 {
+        self.msb.network()
+    }
+
+    /// The subnet id.
+    pub fn subnet_id(&self) -> Hash32 {
+        self.subnet.network()
+    }
+
+    /// The network handle.
+    pub fn net(&self) -> &NetHandle {
+        &self.net
+    }
+
+    /// The MSB ledger.
+    pub fn msb_mut(&mut self) -> &mut Ledger<MsbMachine> {
+        &mut self.msb
+    }
+
+    /// The subnet ledger.
+    pub fn subnet_mut(&mut self) -> &mut Ledger<SubnetMachine> {
+        &mut self.subnet
+    }
+
+    /// The subnet ledger, the MSB access (this node's MSB ledger and validator) and the tx
+    /// flow at once, for `/tx`. Messages left in the [`LocalMsb`] must be broadcast on MSB.
+    pub fn tx_parts(&mut self) -> (&mut Ledger<SubnetMachine>, LocalMsb<'_>, &mut TxFlow) {
+        (
+            &mut self.subnet,
+            LocalMsb::new(&mut self.msb, &mut self.validator),
+            &mut self.txflow,
+        )
+    }
+
+    /// The peer key.
+    pub fn peer_key(&self) -> &Keypair {
+        &self.peer_key
+    }
+
+    /// Announces ledger messages (entries, checkpoints, acks) of `network` to every peer;
+    /// requests among them are dropped (they are answered by peers, not announced). Call it
+    /// from a [`Command::Run`] task (it needs the node's runtime). Without peers nothing is
+    /// sent: the sync requests carry the log tips once peers connect.
+    pub fn broadcast(&self, network: Hash32, messages: Vec<Message>) {
+        let news: Vec<Message> = messages.into_iter().filter(|m| !is_want(m)).collect();
+        self.push(network, news);
+    }
+
+    /// The subnet's channel (from its genesis).
+    pub fn subnet_channel(&self) -> &str {
+        &self.subnet_genesis.channel
+    }
+
+    /// Whether this node created the subnet.
+    pub fn created_subnet(&self) -> bool {
+        self.created_subnet
+    }
+
+    /// Whether this peer is a subnet writer in the unconfirmed view (`None` if unreadable).
+    pub fn writable(&mut self) -> Option<bool> {
+        let me = self.peer_key.public();
+        if self.subnet_genesis.creator == me {
+            return Some(true);
+        }
+        let key = keys::writer(&me);
+        match self.subnet.read(false, |s| s.get(&key)) {
+            Ok(Ok(value)) => Some(value.is_some()),
+            _ => None,
+        }
+    }
+
+    /// The bound listen addresses (waits up to 5 s for the listeners).
+    pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
+        for _ in 0..50 {
+            match self.net.listen_addrs().await {
+                Ok(addrs) if !addrs.is_empty() => return addrs,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(_) => break,
+            }
+        }
+        Vec::new()
+    }
+
+    /// The node's numbers.
+    pub fn stats(&self) -> NodeStats {
+        NodeStats {
+            msb: LedgerStats {
+                network: self.msb.network(),
+                status: self.msb.status(),
+            },
+            subnet: LedgerStats {
+                network: self.subnet.network(),
+                status: self.subnet.status(),
+            },
+            peers: self.peers.len(),
+        }
+    }
+
+    /// Runs the pump until `stop` resolves (or the network stops), then shuts the network
+    /// down. The stores close when the node is dropped.
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let (answers_tx, mut answers) = mpsc::channel::<(PeerId, Hash32, Vec<Message>)>(256);
+        let mut propose = tokio::time::interval(PROPOSE_EVERY);
+        propose.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut sync = tokio::time::interval(SYNC_EVERY);
+        sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut commands_open = true;
+        tokio::pin!(stop);
+        // The creator's first entries go out as soon as peers ask (sync), and now.
+        self.announce_tips();
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                event = self.events.recv() => match event {
+                    Some(event) => self.on_event(event, &answers_tx),
+                    None => {
+                        tracing::warn!("the network stopped");
+                        break;
+                    }
+                },
+                Some((peer, network, messages)) = answers.recv() => {
+                    let before = self.progress(network);
+                    for message in messages {
+                        self.feed(Some(peer), network, message, &answers_tx);
+                    }
+                    // Catching up: an answer that moved the ledger is followed at once by the
+                    // next requests to the same peer, rather than at the next sync tick.
+                    if self.progress(network) != before
+                        && let Ok(requests) = self.sync_requests(network)
+                    {
+                        self.ask(peer, network, requests, &answers_tx);
+                    }
+                }
+                _ = propose.tick() => self.propose(),
+                _ = sync.tick() => {
+                    self.sync(&answers_tx);
+                    self.poll_txs();
+                }
+                command = commands.recv(), if commands_open => match command {
+                    Some(command) => self.on_command(command),
+                    None => commands_open = false,
+                },
+            }
+        }
+        tracing::info!("stopping the node");
+        self.net.shutdown().await;
+        Ok(())
+    }
+
+    /// Pushes the tip of this node's own logs (new entries made before the pump started).
+    fn announce_tips(&mut self) {
+        for network in [self.msb.network(), self.subnet.network()] {
+            let requests = match self.sync_requests(network) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(%network, "sync requests failed: {e}");
+                    continue;
+                }
+            };
+            let entries: Vec<Message> = requests
+                .into_iter()
+                .filter(|m| matches!(m, Message::Entry(_)))
+                .collect();
+            self.push(network, entries);
+        }
+    }
+
+    /// How far the ledger of `network` is: (latest verified height, entries stored).
+    fn progress(&self, network: Hash32) -> (u64, u64) {
+        let status = if network == self.msb.network() {
+            self.msb.status()
+        } else {
+            self.subnet.status()
+        };
+        (status.latest_height, status.entries)
+    }
+
+    fn sync_requests(&self, network: Hash32) -> anyhow::Result<Vec<Message>> {
+        if network == self.msb.network() {
+            Ok(self.msb.sync_requests()?)
+        } else {
+            Ok(self.subnet.sync_requests()?)
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Stats(reply) => {
+                let _ = reply.send(self.stats());
+            }
+            Command::Run(task) => task(self),
+            Command::Get {
+                key,
+                confirmed,
+                reply,
+            } => {
+                let value = match self.subnet.read(confirmed, |s| s.get(&key)) {
+                    Ok(Ok(v)) => Ok(v),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                let _ = reply.send(value);
+            }
+        }
+    }
+
+    /// Hands one message to the ledger of `network`; returns its answer (empty for an
+    /// unknown network or a refused message, which is logged).
+    fn handle(&mut self, network: Hash32, message: Message) -> Vec<Message> {
+        let result = if network == self.msb.network() {
+            self.msb.handle(message)
+        } else if network == self.subnet.network() {
+            self.subnet.handle(message)
+        } else {
+            return Vec::new();
+        };
+        result.unwrap_or_else(|e| {
+            tracing::debug!(%network, "message refused: {e}");
+            Vec::new()
+        })
+    }
+
+    /// The answer to a genesis request on `channel`, if it names one of this node's networks.
+    fn genesis_answer(&self, channel: &Hash32) -> Option<Vec<Message>> {
+        let bytes = if *channel == genesis_channel(&self.msb.network()) {
+            codec::encode(&self.msb_genesis)
+        } else if *channel == genesis_channel(&self.subnet.network()) {
+            codec::encode(&self.subnet_genesis)
+        } else {
+            return None;
+        };
+        let entry = LogEntry::sign(
+            &self.peer_key,
+            channel,
+            0,
+            Hash32::ZERO,
+            Vec::new(),
+            vec![bytes],
+        );
+        Some(vec![Message::Entry(entry)])
+    }
+
+    fn on_event(
+        &mut self,
+        event: NetEvent,
+        answers: &mpsc::Sender<(PeerId, Hash32, Vec<Message>)>,
+    ) {
+        match event {
+            NetEvent::Listening(addr) => tracing::info!(%addr, "listening"),
+            NetEvent::PeerConnected(peer, key) => {
+                tracing::info!(%peer, "peer connected");
+                self.peers.insert(peer);
+                self.faucet(&key);
+                // Catch up with the new peer at once.
+                for network in [self.msb.network(), self.subnet.network()] {
+                    if let Ok(requests) = self.sync_requests(network) {
+                        self.ask(peer, network, requests, answers);
+                    }
+                }
+            }
+            NetEvent::PeerDisconnected(peer) => {
+                tracing::info!(%peer, "peer disconnected");
+                self.peers.remove(&peer);
+            }
+            NetEvent::Refused { peer, reason } => {
+                tracing::warn!(%peer, "refused: {reason}");
+            }
+            NetEvent::Request {
+                peer,
+                network,
+                messages,
+                reply,
+            } => {
+                if let Some(answer) = self.genesis_answer(&network) {
+                    let _ = reply.send(answer);
+                    return;
+                }
+                if network != self.msb.network() && network != self.subnet.network() {
+                    // Dropping the reply refuses the request.
+                    return;
+                }
+                let mut answer = Vec::new();
+                for message in messages {
+                    let want = is_want(&message);
+                    let out = self.handle(network, message);
+                    if want {
+                        answer.extend(out);
+                    } else {
+                        self.route(Some(peer), network, out, answers);
+                    }
+                }
+                let _ = reply.send(answer);
+            }
+            NetEvent::Pushed {
+                peer,
+                network,
+                messages,
+            } => {
+                for message in messages {
+                    self.feed(Some(peer), network, message, answers);
+                }
+            }
+        }
+    }
+
+    /// Handles an announced (or answered) message and routes what the ledger returns.
+    fn feed(
+        &mut self,
+        peer: Option<PeerId>,
+        network: Hash32,
+        message: Message,
+        answers: &mpsc::Sender<(PeerId, Hash32, Vec<Message>)>,
+    ) {
+        if is_want(&message) {
+            // A request inside an announcement or answer: answer it to the sender.
+            let out = self.handle(network, message);
+            if let Some(peer) = peer
+                && !out.is_empty()
+            {
+                self.ask(peer, network, out, answers);
+            }
+            return;
+        }
+        let out = self.handle(network, message);
+        self.route(peer, network, out, answers);
+    }
+
+    /// Sends what a ledger returned: requests to `peer` (or every peer), the rest to all.
+    fn route(
+        &mut self,
+        peer: Option<PeerId>,
+        network: Hash32,
+        out: Vec<Message>,
+        answers: &mpsc::Sender<(PeerId, Hash32, Vec<Message>)>,
+    ) {
+        if out.is_empty() {
+            return;
+        }
+        let (wants, news): (Vec<Message>, Vec<Message>) = out.into_iter().partition(is_want);
+        self.push(network, news);
+        if !wants.is_empty() {
+            let targets: Vec<PeerId> = match peer {
+                Some(p) => vec![p],
+                None => self.peers.iter().copied().collect(),
+            };
+            for target in targets {
+                self.ask(target, network, wants.clone(), answers);
+            }
+        }
+    }
+
+    /// Announces `messages` to every peer (from a task: never waits here).
+    fn push(&self, network: Hash32, messages: Vec<Message>) {
+        if messages.is_empty() || self.peers.is_empty() {
+            return;
+        }
+        let net = self.net.clone();
+        spawn(async move {
+            if let Err(e) = net.push(network, messages).await {
+                tracing::debug!(%network, "push failed: {e}");
+            }
+        });
+    }
+
+    /// Sends a request to `peer` from a task; its answer comes back through `answers`.
+    fn ask(
+        &self,
+        peer: PeerId,
+        network: Hash32,
+        messages: Vec<Message>,
+        answers: &mpsc::Sender<(PeerId, Hash32, Vec<Message>)>,
+    ) {
+        if messages.is_empty() {
+            return;
+        }
+        let net = self.net.clone();
+        let answers = answers.clone();
+        spawn(async move {
+            match net.send(peer, network, messages).await {
+                Ok(answer) if !answer.is_empty() => {
+                    let _ = answers.send((peer, network, answer)).await;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(%peer, %network, "request failed: {e}"),
+            }
+        });
+    }
+
+    fn propose(&mut self) {
+        let now = now_ms();
+        let msb = self.msb.propose(now);
+        let subnet = self.subnet.propose(now);
+        for (network, result) in [(self.msb.network(), msb), (self.subnet.network(), subnet)] {
+            match result {
+                Ok(out) => {
+                    if !out.is_empty() {
+                        tracing::debug!(%network, messages = out.len(), "proposed");
+                    }
+                    let (_, news): (Vec<Message>, Vec<Message>) =
+                        out.into_iter().partition(is_want);
+                    self.push(network, news);
+                }
+                Err(e) => tracing::warn!(%network, "proposing failed: {e}"),
+            }
+        }
+    }
+
+    /// On a dev network with a faucet whose admin this node is, grants a newly seen peer its
+    /// TNK once (an op in the admin's MSB log; the state refuses a second grant anyway).
+    fn faucet(&mut self, peer: &PublicKey) {
+        let me = self.msb_key.public();
+        if self.msb_genesis.faucet.is_none() || self.msb_genesis.admin != me || *peer == me {
+            return;
+        }
+        let key = crate::msb::keys::faucet(peer);
+        match self.msb.read(false, |s| s.get(&key)) {
+            Ok(Ok(None)) => {}
+            Ok(Ok(Some(_))) => return,
+            Ok(Err(e)) => return tracing::warn!("cannot read the faucet record: {e}"),
+            Err(e) => return tracing::warn!("cannot read the faucet record: {e}"),
+        }
+        let op = crate::msb::ops::encode_op(&MsbOp::Faucet { to: *peer });
+        match self.msb.append(vec![op]) {
+            Ok(entry) => {
+                tracing::info!(%peer, "faucet grant appended");
+                self.push(self.msb.network(), vec![Message::Entry(entry)]);
+            }
+            Err(e) => tracing::warn!(%peer, "faucet grant failed: {e}"),
+        }
+    }
+
+    /// Advances the pending transactions of this peer (`/tx`): settled ones are appended to
+    /// the subnet log and announced.
+    fn poll_txs(&mut self) {
+        if self.txflow.pending().is_empty() {
+            return;
+        }
+        let mut access = LocalMsb::new(&mut self.msb, &mut self.validator);
+        let report = self.txflow.poll(&mut self.subnet, &mut access);
+        let msb_messages = access.take_messages();
+        self.push(self.msb.network(), msb_messages);
+        match report {
+            Ok(report) => {
+                for tx in &report.txs {
+                    tracing::info!(tx = %tx.tx_hash, outcome = ?tx.outcome, "transaction");
+                }
+                self.push(self.subnet.network(), report.messages);
+            }
+            Err(e) => tracing::warn!("polling the pending transactions failed: {e}"),
+        }
+    }
+
+    fn sync(&mut self, answers: &mpsc::Sender<(PeerId, Hash32, Vec<Message>)>) {
+        let peers: Vec<PeerId> = self.peers.iter().copied().collect();
+        if peers.is_empty() {
+            return;
+        }
+        for network in [self.msb.network(), self.subnet.network()] {
+            match self.sync_requests(network) {
+                Ok(requests) => {
+                    for peer in &peers {
+                        self.ask(*peer, network, requests.clone(), answers);
+                    }
+                }
+                Err(e) => tracing::warn!(%network, "sync requests failed: {e}"),
+            }
+        }
+    }
+}
+
+/// Spawns on the current tokio runtime; outside one (never on the pump) the work is dropped
+/// with a warning instead of panicking.
+fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn(task);
+        }
+        Err(_) => tracing::warn!("network work outside the node's runtime was dropped"),
+    }
+}
+
+fn is_want(message: &Message) -> bool {
+    matches!(
+        message,
+        Message::WantEntries { .. } | Message::WantCheckpoints { .. }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creation_ops_are_split_within_the_ledger_limits() {
+        let limits = LedgerLimits::default();
+        let small: Vec<Vec<u8>> = (0..600).map(|i| vec![i as u8; 10]).collect();
+        let sizes: Vec<usize> = entries_of(small, &limits).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![256, 256, 88]);
+
+        let big: Vec<Vec<u8>> = (0..10).map(|_| vec![0; 1 << 20]).collect();
+        let entries = entries_of(big, &limits);
+        assert_eq!(entries.len(), 4);
+        for entry in &entries {
+            assert!(entry.iter().map(Vec::len).sum::<usize>() <= limits.max_entry_bytes);
+        }
+        assert!(entries_of(Vec::new(), &limits).is_empty());
+    }
+
+    #[test]
+    fn the_node_can_move_to_another_task() {
+        fn is_send<T: Send>() {}
+        is_send::<Node>();
+        is_send::<Command>();
+    }
+
+    #[test]
+    fn genesis_channels_differ_from_the_ids() {
+        let id = Hash32([7; 32]);
+        assert_ne!(genesis_channel(&id), id);
+        assert_ne!(genesis_channel(&id), genesis_channel(&Hash32([8; 32])));
+    }
+}
