@@ -18,7 +18,12 @@ use clap::{Parser, Subcommand};
 #[command(name = "trac", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
     /// Log filter (for example `info` or `trac_host=debug`).
-    #[arg(long, env = "TRAC_LOG", default_value = "warn,libp2p_kad=error", global = true)]
+    #[arg(
+        long,
+        env = "TRAC_LOG",
+        default_value = "warn,libp2p_kad=error",
+        global = true
+    )]
     pub log_level: String,
 
     /// What to do.
