@@ -1262,15 +1262,29 @@ pub(super) fn apply_entries<M: StateMachine>(
     entries: &[&LogEntry],
     height: u64,
     time: u64,
-    mut position: u64,
+    position: u64,
 ) -> Result<AppliedBatch, LedgerError> {
-    let mut receipts = Vec::new();
-    let mut skipped = 0;
     let all_ops: Vec<&[u8]> = entries
         .iter()
         .flat_map(|e| e.body.ops.iter().map(|op| op.as_slice()))
         .collect();
     machine.prepare(&all_ops);
+    apply_prepared_entries(machine, network, state, entries, height, time, position)
+}
+
+/// [`apply_entries`] of entries whose ops the machine has prepared already (a replay
+/// prepares the next checkpoint on a second thread while it applies one).
+pub(super) fn apply_prepared_entries<M: StateMachine>(
+    machine: &M,
+    network: &Hash32,
+    state: &mut dyn StateAccess,
+    entries: &[&LogEntry],
+    height: u64,
+    time: u64,
+    mut position: u64,
+) -> Result<AppliedBatch, LedgerError> {
+    let mut receipts = Vec::new();
+    let mut skipped = 0;
     for entry in entries {
         let body = &entry.body;
         if !machine.is_writer(state, &body.writer)? {

@@ -2,8 +2,9 @@
 //! a scratch store, checking every checkpoint's state and receipts roots on the way.
 
 use std::collections::BTreeMap;
+use std::sync::mpsc;
 
-use super::engine::{FINAL_KEY, Tables, apply_entries, entry_key};
+use super::engine::{FINAL_KEY, Tables, apply_prepared_entries, entry_key};
 use super::{Checkpoint, LedgerError, LedgerLimits, LogEntry, StateMachine, merkle, order};
 use crate::crypto::{Hash32, PublicKey};
 use crate::store::{StateAccess, Store, StoreRead};
@@ -110,12 +111,23 @@ fn load(
     }
     drop(read);
     let refs: Vec<_> = entries.iter().map(|e| e.reference(network)).collect();
-    let ordered: Vec<LogEntry> = order::order(&entries, &refs, |h| {
+    let at: BTreeMap<(PublicKey, u64), usize> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| ((e.body.writer, e.body.seq), i))
+        .collect();
+    let order: Vec<usize> = order::order(&entries, &refs, |h| {
         frontier.get(&h.writer).is_some_and(|&n| n > h.seq)
     })?
     .into_iter()
-    .cloned()
+    .map(|e| at[&(e.body.writer, e.body.seq)])
     .collect();
+    // Moved into their order rather than copied.
+    let mut slots: Vec<Option<LogEntry>> = entries.into_iter().map(Some).collect();
+    let ordered: Vec<LogEntry> = order
+        .into_iter()
+        .map(|i| slots[i].take().expect("an entry is ordered once"))
+        .collect();
     Ok(Loaded {
         checkpoint,
         entries: ordered,
@@ -146,7 +158,7 @@ fn load_and_prepare<M: StateMachine>(
 /// Replays the ledger of `network` stored in `source` into `target` (which must be empty):
 /// genesis, then each final checkpoint's entries in their order, one transaction per
 /// checkpoint, comparing the roots. Stops at the first divergent checkpoint. The next
-/// checkpoint is read and its signatures verified on a second thread while one is applied.
+/// checkpoints are read and their signatures verified on a second thread while one is applied.
 pub fn replay<M: StateMachine + Sync>(
     source: &Store,
     network: &Hash32,
@@ -169,7 +181,6 @@ pub fn replay<M: StateMachine + Sync>(
     let mut batch = target.write()?;
     machine.genesis(&mut batch)?;
     batch.commit()?;
-    let mut frontier: BTreeMap<PublicKey, u64> = BTreeMap::new();
     let mut report = ReplayReport {
         height: 0,
         ops: 0,
@@ -179,22 +190,76 @@ pub fn replay<M: StateMachine + Sync>(
         divergence: None,
     };
     let verify = options.verify_signatures;
+    let tables = &tables;
+    std::thread::scope(|scope| {
+        // The loader reads and prepares the checkpoints in order, at most two ahead of the
+        // one applied, and frees the entries applied (where they were allocated: freeing them
+        // on the applying thread would contend with the loader's allocations).
+        let (ready, loaded) = mpsc::sync_channel::<Result<Loaded, LedgerError>>(1);
+        let (spent, applied_entries) = mpsc::channel::<Vec<LogEntry>>();
+        let loader = scope.spawn(move || {
+            let mut frontier: BTreeMap<PublicKey, u64> = BTreeMap::new();
+            for height in 1..=to {
+                drop(applied_entries.try_iter().collect::<Vec<_>>());
+                let next =
+                    load_and_prepare(source, tables, network, machine, height, &frontier, verify);
+                let failed = next.is_err();
+                if let Ok(next) = &next {
+                    for f in &next.checkpoint.body.frontier {
+                        frontier.insert(f.writer, f.next);
+                    }
+                }
+                if ready.send(next).is_err() || failed {
+                    break;
+                }
+            }
+            drop(ready);
+            drop(applied_entries.iter().collect::<Vec<_>>());
+        });
+        let outcome = apply_loaded(
+            network,
+            machine,
+            target,
+            to,
+            &loaded,
+            &spent,
+            &mut report,
+            progress,
+        );
+        drop(loaded);
+        drop(spent);
+        // A panic of the loader surfaced as a closed channel; the scope must not re-raise it.
+        let _ = loader.join();
+        outcome
+    })?;
+    Ok(report)
+}
+
+/// Applies the checkpoints `loaded` delivers, 1 to `to`, one transaction each, comparing the
+/// roots; stops at the first divergent one (recorded in `report`). Passes the entries of each
+/// applied checkpoint back to the loader through `spent`.
+#[allow(clippy::too_many_arguments)]
+fn apply_loaded<M: StateMachine>(
+    network: &Hash32,
+    machine: &M,
+    target: &Store,
+    to: u64,
+    loaded: &mpsc::Receiver<Result<Loaded, LedgerError>>,
+    spent: &mpsc::Sender<Vec<LogEntry>>,
+    report: &mut ReplayReport,
+    progress: &mut dyn FnMut(&ReplayProgress),
+) -> Result<(), LedgerError> {
     let mut position = 0u64;
     let mut previous_hash = Hash32::ZERO;
-    let mut next = if to >= 1 {
-        Some(load_and_prepare(
-            source, &tables, network, machine, 1, &frontier, verify,
-        ))
-    } else {
-        None
-    };
     for height in 1..=to {
         let Loaded {
             checkpoint,
             entries,
-        } = next
-            .take()
-            .unwrap_or_else(|| Err(LedgerError::Invalid("replay lost its place".into())))?;
+        } = loaded.recv().unwrap_or_else(|_| {
+            Err(LedgerError::Node(
+                "the replay loader thread panicked".into(),
+            ))
+        })?;
         if checkpoint.body.prev != previous_hash {
             return Err(LedgerError::Invalid(format!(
                 "checkpoint {height} does not follow checkpoint {}",
@@ -202,50 +267,21 @@ pub fn replay<M: StateMachine + Sync>(
             )));
         }
         previous_hash = checkpoint.hash(network);
-        let mut frontier_after = frontier.clone();
-        for f in &checkpoint.body.frontier {
-            frontier_after.insert(f.writer, f.next);
-        }
         let first_position = position;
         let refs: Vec<&LogEntry> = entries.iter().collect();
-        let (applied, root, batch) = std::thread::scope(|scope| {
-            let ahead = (height < to).then(|| {
-                let (tables, frontier_after) = (&tables, &frontier_after);
-                scope.spawn(move || {
-                    load_and_prepare(
-                        source,
-                        tables,
-                        network,
-                        machine,
-                        height + 1,
-                        frontier_after,
-                        verify,
-                    )
-                })
-            });
-            let outcome = (|| {
-                let mut batch = target.write()?;
-                let applied = apply_entries(
-                    machine,
-                    network,
-                    &mut batch,
-                    &refs,
-                    height,
-                    checkpoint.body.time,
-                    position,
-                )?;
-                let root = StateAccess::root(&batch)?;
-                Ok::<_, LedgerError>((applied, root, batch))
-            })();
-            if let Some(ahead) = ahead {
-                next = Some(ahead.join().unwrap_or_else(|_| {
-                    Err(LedgerError::Node(
-                        "the replay loader thread panicked".into(),
-                    ))
-                }));
-            }
-            outcome
-        })?;
+        let mut batch = target.write()?;
+        // `load_and_prepare` prepared the ops.
+        let applied = apply_prepared_entries(
+            machine,
+            network,
+            &mut batch,
+            &refs,
+            height,
+            checkpoint.body.time,
+            position,
+        )?;
+        let root = StateAccess::root(&batch)?;
+        drop(refs);
         let receipts_root = merkle::root(&applied.receipts);
         if root != checkpoint.body.state_root || receipts_root != checkpoint.body.receipts_root {
             report.divergence = Some(ReplayDivergence {
@@ -256,7 +292,7 @@ pub fn replay<M: StateMachine + Sync>(
                 computed: root,
                 receipts_match: receipts_root == checkpoint.body.receipts_root,
             });
-            return Ok(report);
+            return Ok(());
         }
         batch.commit()?;
         report.ops += applied.position - first_position;
@@ -265,12 +301,13 @@ pub fn replay<M: StateMachine + Sync>(
         report.height = height;
         report.root = root;
         position = applied.position;
-        frontier = frontier_after;
+        // The loader is gone only if it failed, which the next `recv` reports.
+        let _ = spent.send(entries);
         progress(&ReplayProgress {
             height,
             target: to,
             ops: report.ops,
         });
     }
-    Ok(report)
+    Ok(())
 }

@@ -6,6 +6,8 @@
 //! not on the order of writes, and is updated in constant time per write. The 32-byte root is
 //! BLAKE3 of the lattice's 2,048 little-endian bytes.
 
+use std::collections::HashMap;
+
 use crate::crypto::{Domain, DomainKind, Hash32};
 
 /// Number of 16-bit lanes.
@@ -71,6 +73,27 @@ impl Lattice {
         }
     }
 
+    /// Adds every record of `other`.
+    fn add(&mut self, other: &Lattice) {
+        for (lane, add) in self.lanes.iter_mut().zip(other.lanes.iter()) {
+            *lane = lane.wrapping_add(*add);
+        }
+    }
+
+    /// Replaces the record of `key` holding `before` by one holding `after` (`None`: no
+    /// record).
+    fn change(&mut self, key: &[u8], before: Option<&[u8]>, after: Option<&[u8]>) {
+        if before == after {
+            return;
+        }
+        if let Some(before) = before {
+            self.remove(key, before);
+        }
+        if let Some(after) = after {
+            self.insert(key, after);
+        }
+    }
+
     /// The 2,048-byte serialised form (little-endian lanes).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(LATTICE_BYTES);
@@ -95,5 +118,88 @@ impl Lattice {
     /// The state root: BLAKE3 of the serialised lattice.
     pub fn root(&self) -> Hash32 {
         crate::crypto::hash(&self.to_bytes())
+    }
+}
+
+/// Most threads that fold pending writes.
+const MAX_FOLD_THREADS: usize = 4;
+/// Fewest keys worth a folding thread.
+const MIN_KEYS_PER_THREAD: usize = 256;
+
+/// Threads that may fold pending writes (asking the system each time costs more than folding a
+/// few writes).
+fn fold_threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(MAX_FOLD_THREADS)
+    })
+}
+
+/// State writes not folded into a lattice yet: for each key written since the last fold, the
+/// value the lattice holds for it and the value it has now (`None`: absent).
+///
+/// Folding changes the lattice once per key, however often the key was written in between:
+/// keys such as counters are written by every op, and each change of the lattice costs an
+/// expansion of the old and of the new record.
+#[derive(Debug, Default)]
+pub(super) struct Pending {
+    writes: HashMap<Vec<u8>, Change>,
+}
+
+/// The value a lattice holds for a key and the value the key has now (`None`: absent).
+type Change = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+impl Pending {
+    /// The value `key` has now, if it was written since the last fold.
+    pub(super) fn get(&self, key: &[u8]) -> Option<Option<&[u8]>> {
+        self.writes.get(key).map(|(_, now)| now.as_deref())
+    }
+
+    /// The slot of the value `key` has now, if it was written since the last fold.
+    pub(super) fn now_mut(&mut self, key: &[u8]) -> Option<&mut Option<Vec<u8>>> {
+        self.writes.get_mut(key).map(|(_, now)| now)
+    }
+
+    /// Records the first write of `key` since the last fold: the lattice holds `before` for it
+    /// and it now holds `now`.
+    pub(super) fn first_write(&mut self, key: &[u8], before: Option<Vec<u8>>, now: Option<&[u8]>) {
+        self.writes
+            .insert(key.to_vec(), (before, now.map(<[u8]>::to_vec)));
+    }
+
+    /// Folds every write into `lattice`, leaving nothing pending. Many writes are folded on
+    /// several threads (each sums the changes of a share of the keys; the sum does not depend
+    /// on the order).
+    pub(super) fn fold_into(&mut self, lattice: &mut Lattice) {
+        let threads = (self.writes.len() / MIN_KEYS_PER_THREAD).min(fold_threads());
+        if threads < 2 {
+            for (key, (before, now)) in self.writes.drain() {
+                lattice.change(&key, before.as_deref(), now.as_deref());
+            }
+            return;
+        }
+        let writes: Vec<_> = self.writes.drain().collect();
+        let share = writes.len().div_ceil(threads);
+        let fold = |writes: &[(Vec<u8>, Change)]| {
+            let mut delta = Lattice::new();
+            for (key, (before, now)) in writes {
+                delta.change(key, before.as_deref(), now.as_deref());
+            }
+            delta
+        };
+        let mut shares = writes.chunks(share);
+        let first = shares.next().unwrap_or_default();
+        std::thread::scope(|scope| {
+            let others: Vec<_> = shares.map(|s| scope.spawn(move || fold(s))).collect();
+            lattice.add(&fold(first));
+            for other in others {
+                match other.join() {
+                    Ok(delta) => lattice.add(&delta),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+        });
     }
 }

@@ -1,7 +1,7 @@
 //! Storage: one LMDB environment (heed) per store directory, with
 //!
-//! - the consensus **state**: a flat byte keyspace whose lattice-hash root ([`Lattice`]) is
-//!   updated on every write and committed in the same transaction as the write;
+//! - the consensus **state**: a flat byte keyspace whose lattice-hash root ([`Lattice`]) follows
+//!   every write and is committed in the same transaction as the writes;
 //! - typed **tables** ([`Table`]) for everything else, keys ordered by [`TableKey`] and values
 //!   in the canonical encoding;
 //! - atomic **write batches**: everything written through one [`WriteBatch`] lands in one LMDB
@@ -26,12 +26,14 @@ mod preflight;
 use std::marker::PhantomData;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use heed::types::Bytes;
 use heed::{Database, Env, EnvFlags, EnvOpenOptions, MdbError, RoTxn, RwTxn, WithoutTls};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use lattice::Pending;
 pub use lattice::{LANES, LATTICE_BYTES, Lattice};
 pub use overlay::{Diff, Overlay, StateAccess, StateView, range_through};
 
@@ -251,7 +253,7 @@ impl Store {
         Ok(WriteBatch {
             txn: self.env.write_txn().map_err(|e| self.error(e))?,
             store: self,
-            lattice: None,
+            lattice: Mutex::new(BatchLattice::default()),
         })
     }
 
@@ -510,11 +512,26 @@ impl StoreRead for ReadTxn<'_> {
 
 /// An atomic batch of writes: [`WriteBatch::commit`] applies all of them in one LMDB
 /// transaction; dropping the batch discards all of them.
+///
+/// State writes reach LMDB at once (reads and ranges of the batch see them); the state lattice
+/// takes them in when the root is asked for or at commit, once per key written.
 pub struct WriteBatch<'s> {
     txn: RwTxn<'s>,
     store: &'s Store,
-    /// The state lattice, loaded on the first state write and saved at commit.
-    lattice: Option<Lattice>,
+    /// The state lattice and the state writes not folded into it yet (behind a lock because
+    /// asking for the root folds them; writes reach it without locking).
+    lattice: Mutex<BatchLattice>,
+}
+
+/// The state lattice of a [`WriteBatch`].
+#[derive(Default)]
+struct BatchLattice {
+    /// The lattice as of the last fold: loaded on the first fold, saved at commit.
+    folded: Option<Lattice>,
+    /// State writes since the last fold.
+    pending: Pending,
+    /// Whether the batch changed the state (the lattice is then saved at commit).
+    changed: bool,
 }
 
 impl StoreRead for WriteBatch<'_> {
@@ -524,67 +541,129 @@ impl StoreRead for WriteBatch<'_> {
     fn store(&self) -> &Store {
         self.store
     }
-    fn state_lattice(&self) -> Result<Lattice, StoreError> {
-        match &self.lattice {
-            Some(lattice) => Ok(lattice.clone()),
-            None => {
-                let store = self.store;
-                match store
-                    .meta
-                    .get(&self.txn, LATTICE_KEY)
-                    .map_err(|e| store.error(e))?
-                {
-                    None => Ok(Lattice::new()),
-                    Some(bytes) => Lattice::from_bytes(bytes).ok_or_else(|| StoreError::Corrupt {
-                        path: store.path.clone(),
-                        reason: format!("state lattice has {} bytes", bytes.len()),
-                    }),
-                }
+    fn state_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        {
+            let lattice = self.lattice.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(now) = lattice.pending.get(key) {
+                return Ok(now.map(<[u8]>::to_vec));
             }
         }
+        let store = self.store;
+        if key.is_empty() || key.len() > MAX_KEY_LEN {
+            return Ok(None);
+        }
+        Ok(store
+            .state
+            .get(&self.txn, key)
+            .map_err(|e| store.error(e))?
+            .map(<[u8]>::to_vec))
+    }
+    fn state_lattice(&self) -> Result<Lattice, StoreError> {
+        let mut lattice = self.lattice.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(self.fold(&mut lattice)?.clone())
     }
 }
 
 impl WriteBatch<'_> {
-    fn lattice_mut(&mut self) -> Result<&mut Lattice, StoreError> {
-        if self.lattice.is_none() {
-            self.lattice = Some(self.state_lattice()?);
+    /// The lattice as committed before this batch.
+    fn stored_lattice(&self) -> Result<Lattice, StoreError> {
+        let store = self.store;
+        match store
+            .meta
+            .get(&self.txn, LATTICE_KEY)
+            .map_err(|e| store.error(e))?
+        {
+            None => Ok(Lattice::new()),
+            Some(bytes) => Lattice::from_bytes(bytes).ok_or_else(|| StoreError::Corrupt {
+                path: store.path.clone(),
+                reason: format!("state lattice has {} bytes", bytes.len()),
+            }),
         }
-        Ok(self.lattice.as_mut().expect("loaded above"))
+    }
+
+    /// Folds the pending writes into the lattice (loading it first if needed).
+    fn fold<'l>(&self, lattice: &'l mut BatchLattice) -> Result<&'l Lattice, StoreError> {
+        if lattice.folded.is_none() {
+            lattice.folded = Some(self.stored_lattice()?);
+        }
+        let folded = lattice.folded.as_mut().expect("loaded above");
+        lattice.pending.fold_into(folded);
+        Ok(folded)
+    }
+
+    /// Sets (`Some`) or deletes (`None`) a state key. Returns the previous value when
+    /// `want_old`.
+    fn state_set(
+        &mut self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        want_old: bool,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let store = self.store;
+        let lattice = self
+            .lattice
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(now) = lattice.pending.now_mut(key) {
+            // Written before in this batch: the lattice takes the key in once, at the fold.
+            if now.as_deref() == value {
+                return Ok(if want_old { now.clone() } else { None });
+            }
+            match value {
+                Some(value) => store.state.put(&mut self.txn, key, value),
+                None => store.state.delete(&mut self.txn, key).map(|_| ()),
+            }
+            .map_err(|e| store.error(e))?;
+            return Ok(std::mem::replace(now, value.map(<[u8]>::to_vec)));
+        }
+        let old = if key.is_empty() || key.len() > MAX_KEY_LEN {
+            None
+        } else {
+            store
+                .state
+                .get(&self.txn, key)
+                .map_err(|e| store.error(e))?
+                .map(<[u8]>::to_vec)
+        };
+        if old.as_deref() == value {
+            return Ok(old);
+        }
+        match value {
+            Some(value) => store.state.put(&mut self.txn, key, value),
+            None => store.state.delete(&mut self.txn, key).map(|_| ()),
+        }
+        .map_err(|e| store.error(e))?;
+        lattice.changed = true;
+        let pending = &mut lattice.pending;
+        if want_old {
+            pending.first_write(key, old.clone(), value);
+            Ok(old)
+        } else {
+            pending.first_write(key, old, value);
+            Ok(None)
+        }
     }
 
     /// Sets a state key, updating the state root. Returns the previous value.
     pub fn state_put(&mut self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         check_key(key)?;
-        let store = self.store;
-        let old = self.state_get(key)?;
-        if old.as_deref() == Some(value) {
-            return Ok(old);
-        }
-        store
-            .state
-            .put(&mut self.txn, key, value)
-            .map_err(|e| store.error(e))?;
-        let lattice = self.lattice_mut()?;
-        if let Some(old) = &old {
-            lattice.remove(key, old);
-        }
-        lattice.insert(key, value);
-        Ok(old)
+        self.state_set(key, Some(value), true)
     }
 
     /// Deletes a state key, updating the state root. Returns the previous value.
     pub fn state_delete(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let store = self.store;
-        let Some(old) = self.state_get(key)? else {
-            return Ok(None);
-        };
-        store
-            .state
-            .delete(&mut self.txn, key)
-            .map_err(|e| store.error(e))?;
-        self.lattice_mut()?.remove(key, &old);
-        Ok(Some(old))
+        self.state_set(key, None, true)
+    }
+
+    /// Sets a state key like [`Self::state_put`], without returning the previous value.
+    pub(crate) fn state_put_quiet(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        check_key(key)?;
+        self.state_set(key, Some(value), false).map(|_| ())
+    }
+
+    /// Deletes a state key like [`Self::state_delete`], without returning the previous value.
+    pub(crate) fn state_delete_quiet(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        self.state_set(key, None, false).map(|_| ())
     }
 
     /// Sets `key` in a typed table.
@@ -621,12 +700,198 @@ impl WriteBatch<'_> {
     /// Commits every write of the batch atomically (the state lattice included).
     pub fn commit(mut self) -> Result<(), StoreError> {
         let store = self.store;
-        if let Some(lattice) = self.lattice.take() {
+        let mut lattice = std::mem::take(
+            self.lattice
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        if lattice.changed {
+            let bytes = self.fold(&mut lattice)?.to_bytes();
             store
                 .meta
-                .put(&mut self.txn, LATTICE_KEY, &lattice.to_bytes())
+                .put(&mut self.txn, LATTICE_KEY, &bytes)
                 .map_err(|e| store.error(e))?;
         }
         self.txn.commit().map_err(|e| store.error(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The lattice of the records of `model`, built eagerly.
+    fn lattice_of(model: &BTreeMap<Vec<u8>, Vec<u8>>) -> Lattice {
+        let mut lattice = Lattice::new();
+        for (key, value) in model {
+            lattice.insert(key, value);
+        }
+        lattice
+    }
+
+    /// A write of a test: key index, and a value (`None`: delete), or a request for the root.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Write(u8, Option<u8>),
+        Root,
+    }
+
+    fn steps(keys: u8) -> impl Strategy<Value = Vec<Step>> {
+        prop::collection::vec(
+            prop_oneof![
+                8 => (0..keys, prop::option::of(0u8..4)).prop_map(|(k, v)| Step::Write(k, v)),
+                1 => Just(Step::Root),
+            ],
+            0..200,
+        )
+    }
+
+    fn key(k: u8) -> Vec<u8> {
+        format!("key/{k}").into_bytes()
+    }
+
+    fn value(k: u8, v: u8) -> Vec<u8> {
+        vec![k, v, 7]
+    }
+
+    fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            sync: false,
+            ..StoreOptions::default()
+        };
+        let store = Store::open(dir.path(), options).unwrap();
+        (dir, store)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Writes folded into the lattice when the root is asked for (once per key) give the
+        /// root of the set of records, whatever the writes and wherever the roots are asked;
+        /// every write returns the previous value and every read sees the writes.
+        #[test]
+        fn batch_root_is_the_lattice_of_the_records(
+            first in steps(6),
+            second in steps(6),
+        ) {
+            let (_dir, store) = open();
+            let mut model = BTreeMap::new();
+            for steps in [first, second] {
+                let mut batch = store.write().unwrap();
+                for step in steps {
+                    match step {
+                        Step::Write(k, Some(v)) => {
+                            let old = batch.state_put(&key(k), &value(k, v)).unwrap();
+                            prop_assert_eq!(old, model.insert(key(k), value(k, v)));
+                        }
+                        Step::Write(k, None) => {
+                            let old = batch.state_delete(&key(k)).unwrap();
+                            prop_assert_eq!(old, model.remove(&key(k)));
+                        }
+                        Step::Root => {
+                            prop_assert_eq!(batch.state_root().unwrap(), lattice_of(&model).root());
+                        }
+                    }
+                    for k in 0..6 {
+                        prop_assert_eq!(batch.state_get(&key(k)).unwrap(), model.get(&key(k)).cloned());
+                    }
+                }
+                prop_assert_eq!(batch.state_root().unwrap(), lattice_of(&model).root());
+                batch.commit().unwrap();
+                prop_assert_eq!(store.state_root().unwrap(), lattice_of(&model).root());
+            }
+        }
+
+        /// The same through [`StateAccess`] on a batch and on an overlay over the committed
+        /// state.
+        #[test]
+        fn overlay_root_is_the_lattice_of_the_records(base in steps(6), writes in steps(6)) {
+            let (_dir, store) = open();
+            let mut model = BTreeMap::new();
+            let mut batch = store.write().unwrap();
+            for step in base {
+                if let Step::Write(k, v) = step {
+                    match v {
+                        Some(v) => {
+                            StateAccess::put(&mut batch, &key(k), &value(k, v)).unwrap();
+                            model.insert(key(k), value(k, v));
+                        }
+                        None => {
+                            StateAccess::delete(&mut batch, &key(k)).unwrap();
+                            model.remove(&key(k));
+                        }
+                    }
+                }
+            }
+            prop_assert_eq!(StateAccess::root(&batch).unwrap(), lattice_of(&model).root());
+            batch.commit().unwrap();
+            let read = store.read().unwrap();
+            let mut overlay = Overlay::new(&read).unwrap();
+            for step in writes {
+                match step {
+                    Step::Write(k, Some(v)) => {
+                        overlay.put(&key(k), &value(k, v)).unwrap();
+                        model.insert(key(k), value(k, v));
+                    }
+                    Step::Write(k, None) => {
+                        overlay.delete(&key(k)).unwrap();
+                        model.remove(&key(k));
+                    }
+                    Step::Root => {
+                        prop_assert_eq!(overlay.root().unwrap(), lattice_of(&model).root());
+                    }
+                }
+            }
+            prop_assert_eq!(overlay.root().unwrap(), lattice_of(&model).root());
+        }
+    }
+
+    /// Enough keys to fold on several threads give the lattice folded on one.
+    #[test]
+    fn many_writes_fold_as_few() {
+        let (_dir, store) = open();
+        let mut model = BTreeMap::new();
+        let mut batch = store.write().unwrap();
+        for i in 0..3_000u32 {
+            let key = format!("k/{}", i % 2_000).into_bytes();
+            let value = i.to_be_bytes().to_vec();
+            if i % 7 == 3 {
+                batch.state_delete(&key).unwrap();
+                model.remove(&key);
+            } else {
+                batch.state_put(&key, &value).unwrap();
+                model.insert(key, value);
+            }
+        }
+        assert_eq!(batch.state_root().unwrap(), lattice_of(&model).root());
+        batch.commit().unwrap();
+        assert_eq!(store.state_root().unwrap(), lattice_of(&model).root());
+    }
+
+    /// A batch that writes nothing, or only values already there, leaves the stored lattice
+    /// record as it was.
+    #[test]
+    fn unchanged_state_saves_no_lattice() {
+        let (_dir, store) = open();
+        let batch = store.write().unwrap();
+        batch.state_root().unwrap();
+        batch.commit().unwrap();
+        let read = store.read().unwrap();
+        assert!(store.meta.get(&read.txn, LATTICE_KEY).unwrap().is_none());
+        drop(read);
+        let mut batch = store.write().unwrap();
+        batch.state_put(b"a", b"1").unwrap();
+        batch.commit().unwrap();
+        let root = store.state_root().unwrap();
+        let mut batch = store.write().unwrap();
+        assert_eq!(batch.state_put(b"a", b"1").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(batch.state_delete(b"b").unwrap(), None);
+        batch.commit().unwrap();
+        assert_eq!(store.state_root().unwrap(), root);
     }
 }

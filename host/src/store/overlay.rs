@@ -6,7 +6,9 @@
 //! speculative application: verifying a checkpoint before it is final, or the unconfirmed view.
 
 use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
 
+use super::lattice::Pending;
 use super::{Lattice, StateRecord, StoreError, StoreRead, WriteBatch};
 use crate::crypto::Hash32;
 
@@ -50,10 +52,10 @@ pub trait StateAccess: StateView {
 
 impl StateAccess for WriteBatch<'_> {
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.state_put(key, value).map(|_| ())
+        self.state_put_quiet(key, value)
     }
     fn delete(&mut self, key: &[u8]) -> Result<(), StoreError> {
-        self.state_delete(key).map(|_| ())
+        self.state_delete_quiet(key)
     }
     fn root(&self) -> Result<Hash32, StoreError> {
         self.state_root()
@@ -91,18 +93,21 @@ pub fn range_through(
     Ok(merged.into_iter().take(limit).collect())
 }
 
-/// In-memory writes over a read-only base, with the root kept up to date.
+/// In-memory writes over a read-only base, with the root kept up to date (the lattice takes
+/// the writes in when the root is asked for, once per key written).
 pub struct Overlay<'b, R: StoreRead> {
     base: &'b R,
     diff: Diff,
-    lattice: Lattice,
+    /// The lattice as of the last fold, and the writes since (behind a lock because asking
+    /// for the root folds them; writes reach it without locking).
+    lattice: Mutex<(Lattice, Pending)>,
 }
 
 impl<'b, R: StoreRead> Overlay<'b, R> {
     /// An empty overlay over `base`.
     pub fn new(base: &'b R) -> Result<Self, StoreError> {
         Ok(Overlay {
-            lattice: base.state_lattice()?,
+            lattice: Mutex::new((base.state_lattice()?, Pending::default())),
             base,
             diff: Diff::new(),
         })
@@ -136,11 +141,13 @@ impl<'b, R: StoreRead> Overlay<'b, R> {
         if old.as_deref() == value {
             return Ok(());
         }
-        if let Some(old) = &old {
-            self.lattice.remove(key, old);
-        }
-        if let Some(value) = value {
-            self.lattice.insert(key, value);
+        let (_, pending) = self
+            .lattice
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        match pending.now_mut(key) {
+            Some(now) => *now = value.map(<[u8]>::to_vec),
+            None => pending.first_write(key, old, value),
         }
         self.diff.insert(key.to_vec(), value.map(<[u8]>::to_vec));
         Ok(())
@@ -176,6 +183,9 @@ impl<R: StoreRead> StateAccess for Overlay<'_, R> {
     }
 
     fn root(&self) -> Result<Hash32, StoreError> {
-        Ok(self.lattice.root())
+        let mut guard = self.lattice.lock().unwrap_or_else(PoisonError::into_inner);
+        let (lattice, pending) = &mut *guard;
+        pending.fold_into(lattice);
+        Ok(lattice.root())
     }
 }

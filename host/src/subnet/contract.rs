@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
@@ -90,6 +91,24 @@ pub struct TxRecord {
     pub height: u64,
 }
 
+/// A [`TxRecord`] to write, borrowing its parts: the same fields in the same order, so the
+/// same encoding.
+#[derive(Serialize)]
+struct TxRecordRef<'a> {
+    tx: &'a str,
+    function: &'a str,
+    #[serde(with = "serde_bytes")]
+    args: &'a [u8],
+    ipk: &'a str,
+    wp: &'a str,
+    result: Option<&'a serde_bytes::Bytes>,
+    err: Option<String>,
+    fuel: u64,
+    events: &'a [Event],
+    position: u64,
+    height: u64,
+}
+
 /// One read a traced call made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TraceRead {
@@ -173,6 +192,7 @@ impl SubnetMachine {
     /// Asks the machine to record what the transaction `tx_hash` does when it is applied next.
     pub fn trace(&self, tx_hash: Hash32) {
         *self.trace.lock().unwrap_or_else(|e| e.into_inner()) = Some((tx_hash, None));
+        self.tracing.store(true, Ordering::Release);
     }
 
     /// The trace recorded since [`Self::trace`], if that transaction was applied.
@@ -185,6 +205,9 @@ impl SubnetMachine {
     }
 
     fn traced(&self, tx_hash: &Hash32) -> bool {
+        if !self.tracing.load(Ordering::Acquire) {
+            return false;
+        }
         self.trace
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -220,6 +243,15 @@ impl SubnetMachine {
         &self,
         state: &dyn StateView,
     ) -> Result<Option<Arc<Contract>>, LedgerError> {
+        self.contract_under(state, None)
+    }
+
+    /// [`Self::current_contract`], with the current limits when the caller has them.
+    fn contract_under(
+        &self,
+        state: &dyn StateView,
+        limits: Option<&Limits>,
+    ) -> Result<Option<Arc<Contract>>, LedgerError> {
         let record =
             self.contract_memo
                 .read(state, keys::CONTRACT_CURRENT.as_bytes(), |bytes| {
@@ -232,7 +264,10 @@ impl SubnetMachine {
             }
             return Ok(None);
         };
-        let limits = self.params_of(state)?.limits;
+        let limits = match limits {
+            Some(limits) => *limits,
+            None => self.params_of(state)?.limits,
+        };
         if let Some(contract) = self
             .contracts
             .lock()
@@ -533,7 +568,7 @@ impl SubnetMachine {
         &self,
         state: &mut dyn StateAccess,
         op: &AppliedOp<'_>,
-        _params: &Params,
+        params: &Params,
         tx: &TxOp,
     ) -> Result<Verdict, LedgerError> {
         if tx.function.is_empty()
@@ -570,7 +605,7 @@ impl SubnetMachine {
                 failed(CallFailure::Contract("transactions are disabled".into())),
                 Vec::new(),
             )
-        } else if let Some(contract) = self.current_contract(state)? {
+        } else if let Some(contract) = self.contract_under(state, Some(&params.limits))? {
             let recorder = RecordingView {
                 inner: &*state,
                 reads: RefCell::new(Vec::new()),
@@ -608,21 +643,22 @@ impl SubnetMachine {
         }
         let n = values::counter(state, keys::TXL.as_bytes())?;
         let requester = settlement.requester;
-        let u = values::counter(state, &keys::user_tx_count(&requester))?;
-        let record = TxRecord {
-            tx: settlement.tx_hash.to_hex(),
-            function: tx.function.clone(),
-            args: tx.args.to_vec(),
-            ipk: requester.to_hex(),
-            wp: settlement.validator.to_hex(),
+        let user_count = keys::user_tx_count(&requester);
+        let u = values::counter(state, &user_count)?;
+        let record = TxRecordRef {
+            tx: &keys::hex32(&settlement.tx_hash.0),
+            function: &tx.function,
+            args: &tx.args,
+            ipk: &keys::hex32(&requester.0),
+            wp: &keys::hex32(&settlement.validator.0),
             result: outcome
                 .result
                 .as_ref()
                 .ok()
-                .map(|r| serde_bytes::ByteBuf::from(r.clone())),
+                .map(|r| serde_bytes::Bytes::new(r)),
             err: outcome.result.as_ref().err().map(ToString::to_string),
             fuel: outcome.fuel_used,
-            events: outcome.events.clone(),
+            events: &outcome.events,
             position: op.position,
             height: op.height,
         };
@@ -630,7 +666,7 @@ impl SubnetMachine {
         values::put(state, keys::TXL.as_bytes(), &(n + 1))?;
         values::put(state, &by_hash, &n)?;
         values::put(state, &keys::user_tx(&requester, u), &n)?;
-        values::put(state, &keys::user_tx_count(&requester), &(u + 1))?;
+        values::put(state, &user_count, &(u + 1))?;
         if traced {
             let trace = TxTrace {
                 tx_hash: settlement.tx_hash,
@@ -663,5 +699,55 @@ fn failed(failure: CallFailure) -> CallOutcome<Vec<u8>> {
         writes: Vec::new(),
         events: Vec::new(),
         debug: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record written through [`TxRecordRef`] reads back as the [`TxRecord`] it mirrors, and
+    /// encodes to the same bytes.
+    #[test]
+    fn borrowed_record_encodes_as_the_record() {
+        for (result, err, events) in [
+            (Some(vec![0x93, 1, 2, 3]), None, Vec::new()),
+            (
+                None,
+                Some("contract error: nope".to_string()),
+                vec![Event {
+                    topic: "moved".into(),
+                    data: vec![0xc0],
+                }],
+            ),
+        ] {
+            let record = TxRecord {
+                tx: "ab".repeat(32),
+                function: "fill".into(),
+                args: vec![0x81, 0xa1, b'n', 0x01],
+                ipk: "cd".repeat(32),
+                wp: "ef".repeat(32),
+                result: result.clone().map(serde_bytes::ByteBuf::from),
+                err: err.clone(),
+                fuel: 1234,
+                events: events.clone(),
+                position: 77,
+                height: 3,
+            };
+            let borrowed = TxRecordRef {
+                tx: &record.tx,
+                function: &record.function,
+                args: &record.args,
+                ipk: &record.ipk,
+                wp: &record.wp,
+                result: result.as_deref().map(serde_bytes::Bytes::new),
+                err,
+                fuel: record.fuel,
+                events: &events,
+                position: record.position,
+                height: record.height,
+            };
+            assert_eq!(values::encode(&borrowed), values::encode(&record));
+        }
     }
 }

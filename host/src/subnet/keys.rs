@@ -93,8 +93,32 @@ pub const CONTRACT_HISTORY_LEN: &str = "contract/historyl";
 /// Outcome of the last deployment attempt.
 pub const CONTRACT_LAST_DEPLOY: &str = "contract/last-deploy";
 
+/// Appends the lowercase hex of 32 bytes (what `to_hex` gives, without its per-digit
+/// iterator: keys with a hex part are built for every op).
+pub(super) fn push_hex32(out: &mut Vec<u8>, bytes: &[u8; 32]) {
+    let mut digits = [0u8; 64];
+    hex::encode_to_slice(bytes, &mut digits).expect("64 digits for 32 bytes");
+    out.extend_from_slice(&digits);
+}
+
+/// The lowercase hex of 32 bytes, as `to_hex` gives it.
+pub(super) fn hex32(bytes: &[u8; 32]) -> String {
+    let mut digits = Vec::with_capacity(64);
+    push_hex32(&mut digits, bytes);
+    String::from_utf8(digits).expect("hex digits are ASCII")
+}
+
+/// `prefix ‖ hex(bytes) ‖ suffix`.
+fn hex_between(prefix: &str, bytes: &[u8; 32], suffix: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(prefix.len() + 64 + suffix.len());
+    out.extend_from_slice(prefix.as_bytes());
+    push_hex32(&mut out, bytes);
+    out.extend_from_slice(suffix);
+    out
+}
+
 fn hex_key(prefix: &str, key: &PublicKey) -> Vec<u8> {
-    format!("{prefix}{}", key.to_hex()).into_bytes()
+    hex_between(prefix, &key.0, b"")
 }
 
 /// `sys/writer/<pk>`: present for every writer (indexers included).
@@ -159,7 +183,7 @@ pub fn pin(n: u64) -> Vec<u8> {
 
 /// `sh/<hash>`: the replay guard of a signed op (value: its expiry height).
 pub fn replay_guard(hash: &Hash32) -> Vec<u8> {
-    format!("sh/{}", hash.to_hex()).into_bytes()
+    hex_between("sh/", &hash.0, b"")
 }
 
 /// `sys/guard/<expiry, 20 digits>/<hash>`: the expiry index of replay guards.
@@ -179,7 +203,7 @@ pub fn tx_record(n: u64) -> Vec<u8> {
 
 /// `tx/<hash>`: the index of a settled transaction (its replay guard).
 pub fn tx_by_hash(hash: &Hash32) -> Vec<u8> {
-    format!("tx/{}", hash.to_hex()).into_bytes()
+    hex_between("tx/", &hash.0, b"")
 }
 
 /// `utxl/<pk>`: number of transactions of a requester.
@@ -189,7 +213,7 @@ pub fn user_tx_count(key: &PublicKey) -> Vec<u8> {
 
 /// `utxi/<pk>/<n>`: the requester's `n`-th transaction (value: the global index).
 pub fn user_tx(key: &PublicKey, n: u64) -> Vec<u8> {
-    format!("utxi/{}/{n}", key.to_hex()).into_bytes()
+    hex_between("utxi/", &key.0, format!("/{n}").as_bytes())
 }
 
 /// `contract/code/<hash>/<i>`: chunk `i` of a component.

@@ -1,6 +1,7 @@
 //! The subnet state machine: genesis, membership and the dispatch of every op.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use super::SubnetGenesis;
@@ -41,9 +42,14 @@ pub struct SubnetMachine {
     pub(super) reserved: Arc<ReservedKeys>,
     pub(super) contracts: Mutex<HashMap<Hash32, Arc<Contract>>>,
     signatures: VerifiedSignatures,
+    /// Signed and tx ops decoded by `prepare`, by their bytes; each is taken when the op of
+    /// the same bytes is applied (it decodes to the same op).
+    prepared: values::Prepared<SubnetOp>,
     params_memo: values::Memo<Params>,
     pub(super) contract_memo: values::Memo<Hash32>,
     pub(super) trace: Mutex<Option<(Hash32, Option<TxTrace>)>>,
+    /// Whether a trace was ever asked for (spares the lock of `trace` on every tx otherwise).
+    pub(super) tracing: AtomicBool,
 }
 
 impl std::fmt::Debug for SubnetMachine {
@@ -70,9 +76,11 @@ impl SubnetMachine {
             reserved: keys::reserved(),
             contracts: Mutex::new(HashMap::new()),
             signatures: VerifiedSignatures::new(),
+            prepared: values::Prepared::default(),
             params_memo: values::Memo::default(),
             contract_memo: values::Memo::default(),
             trace: Mutex::new(None),
+            tracing: AtomicBool::new(false),
         }
     }
 
@@ -205,16 +213,31 @@ impl SubnetMachine {
         if op.bytes.len() > max {
             return Ok(Err(format!("op of {} bytes is oversized", op.bytes.len())));
         }
-        let decoded = match ops::decode_op(op.bytes) {
-            Ok(decoded) => decoded,
-            Err(e) => return Ok(Err(format!("malformed op: {e}"))),
-        };
+        if let Some(decoded) = self.prepared.take(op.bytes) {
+            let verdict = self.apply_decoded(state, op, &params, &decoded);
+            // Freed where it was decoded.
+            self.prepared.used(decoded);
+            return verdict;
+        }
+        match ops::decode_op(op.bytes) {
+            Ok(decoded) => self.apply_decoded(state, op, &params, &decoded),
+            Err(e) => Ok(Err(format!("malformed op: {e}"))),
+        }
+    }
+
+    fn apply_decoded(
+        &self,
+        state: &mut dyn StateAccess,
+        op: &AppliedOp<'_>,
+        params: &Params,
+        decoded: &SubnetOp,
+    ) -> Result<Verdict, LedgerError> {
         match decoded {
             SubnetOp::AddAdmin { key } => {
                 if op.bytes.len() > MAX_SYSTEM_OP_BYTES {
                     return Ok(Err("oversized op".into()));
                 }
-                self.add_admin(state, op, key)
+                self.add_admin(state, op, *key)
             }
             SubnetOp::Signed(signed) => {
                 let limit = if matches!(signed.action, Action::DeployContract { .. }) {
@@ -225,16 +248,16 @@ impl SubnetMachine {
                 if op.bytes.len() > limit {
                     return Ok(Err("oversized signed op".into()));
                 }
-                self.apply_signed(state, op, &params, &signed)
+                self.apply_signed(state, op, params, signed)
             }
             SubnetOp::ContractChunk { hash, index, bytes } => {
-                self.contract_chunk(state, op, &params, &hash, index, &bytes)
+                self.contract_chunk(state, op, params, hash, *index, bytes)
             }
             SubnetOp::MsbIndexerChange { proof } => {
                 if op.bytes.len() > params.max_tx_bytes as usize {
                     return Ok(Err("oversized indexer change".into()));
                 }
-                self.msb_indexer_change(state, &proof)
+                self.msb_indexer_change(state, proof)
             }
             SubnetOp::Tx(tx) => {
                 if op.bytes.len() > params.max_tx_bytes as usize {
@@ -244,7 +267,7 @@ impl SubnetMachine {
                         params.max_tx_bytes
                     )));
                 }
-                self.apply_tx(state, op, &params, &tx)
+                self.apply_tx(state, op, params, tx)
             }
         }
     }
@@ -621,18 +644,19 @@ impl StateMachine for SubnetMachine {
     }
 
     fn prepare(&self, ops: &[&[u8]]) {
-        let mut signed = Vec::new();
-        let mut proofs = Vec::new();
-        for bytes in ops {
-            match ops::decode_op(bytes) {
-                Ok(SubnetOp::Signed(op)) => signed.push(op),
-                Ok(SubnetOp::Tx(tx)) => proofs.push(tx.settlement),
-                _ => {}
-            }
-        }
-        let hashes: Vec<(Hash32, PublicKey, Signature)> = signed
+        let decoded: Vec<(&[u8], SubnetOp)> = ops
             .iter()
-            .map(|s| (s.hash(&self.id), s.signer, s.signature))
+            .filter_map(|bytes| match ops::decode_op(bytes) {
+                Ok(op @ (SubnetOp::Signed(_) | SubnetOp::Tx(_))) => Some((*bytes, op)),
+                _ => None,
+            })
+            .collect();
+        let hashes: Vec<(Hash32, PublicKey, Signature)> = decoded
+            .iter()
+            .filter_map(|(_, op)| match op {
+                SubnetOp::Signed(s) => Some((s.hash(&self.id), s.signer, s.signature)),
+                _ => None,
+            })
             .collect();
         let items: Vec<BatchItem<'_>> = hashes
             .iter()
@@ -643,10 +667,17 @@ impl StateMachine for SubnetMachine {
             })
             .collect();
         self.signatures.verify_batch(&items);
-        let proofs: Vec<&[u8]> = proofs.iter().map(|p| p.as_slice()).collect();
+        let proofs: Vec<&[u8]> = decoded
+            .iter()
+            .filter_map(|(_, op)| match op {
+                SubnetOp::Tx(tx) => Some(tx.settlement.as_slice()),
+                _ => None,
+            })
+            .collect();
         if !proofs.is_empty() {
             self.verifier.prepare(&proofs);
         }
+        self.prepared.keep(decoded);
     }
 
     fn apply(

@@ -6,9 +6,11 @@
 //! by one MSB indexer the subnet trusts (`sys/msb`, set by the admin); the MSB layer adds
 //! proofs by a majority of indexers over a final checkpoint.
 
+use std::cell::RefCell;
+
 use serde::{Deserialize, Serialize};
 
-use super::values::Memo;
+use super::values::{Memo, Prepared};
 use crate::codec;
 use crate::crypto::{
     BatchItem, Domain, DomainKind, Hash32, Keypair, PublicKey, Signature, VerifiedSignatures,
@@ -96,9 +98,24 @@ impl MsbTrust {
     /// The scheme recorded in `state`, if any.
     pub fn scheme(state: &dyn StateView) -> Option<SettlementScheme> {
         let bytes = state.get(super::keys::MSB.as_bytes()).ok()??;
-        rmp_serde::from_slice::<MsbTrust>(&bytes)
-            .ok()
-            .map(|t| t.scheme)
+        // Asked for every settled tx: the record is decoded once per change (per thread).
+        thread_local! {
+            static LAST: RefCell<Option<(Vec<u8>, Option<SettlementScheme>)>> =
+                const { RefCell::new(None) };
+        }
+        LAST.with(|last| {
+            let mut last = last.borrow_mut();
+            if let Some((seen, scheme)) = last.as_ref()
+                && *seen == bytes
+            {
+                return *scheme;
+            }
+            let scheme = rmp_serde::from_slice::<MsbTrust>(&bytes)
+                .ok()
+                .map(|t| t.scheme);
+            *last = Some((bytes, scheme));
+            scheme
+        })
     }
 
     fn decode(bytes: &[u8]) -> Option<(Hash32, Vec<PublicKey>)> {
@@ -148,7 +165,10 @@ impl Attestation {
 #[derive(Debug, Default)]
 pub struct AttestationVerifier {
     verified: VerifiedSignatures,
-    trust: Memo<(Hash32, Vec<PublicKey>)>,
+    trust: Memo<std::sync::Arc<(Hash32, Vec<PublicKey>)>>,
+    /// Proofs decoded by `prepare` (canonical, as `verify` would decode them), with whether
+    /// their signature is valid; each is taken by the `verify` of the same bytes.
+    prepared: Prepared<(Attestation, bool)>,
 }
 
 impl AttestationVerifier {
@@ -160,51 +180,66 @@ impl AttestationVerifier {
 
 impl SettlementVerifier for AttestationVerifier {
     fn verify(&self, state: &dyn StateView, proof: &[u8]) -> Result<Settlement, String> {
-        let attestation: Attestation =
-            codec::decode(proof).map_err(|e| format!("malformed attestation: {e}"))?;
+        let (attestation, signature_valid) = match self.prepared.take(proof) {
+            Some((attestation, valid)) => (attestation, Some(valid)),
+            None => {
+                let attestation: Attestation =
+                    codec::decode(proof).map_err(|e| format!("malformed attestation: {e}"))?;
+                (attestation, None)
+            }
+        };
         let trust = self
             .trust
-            .read(state, super::keys::MSB.as_bytes(), MsbTrust::decode)
+            .read(state, super::keys::MSB.as_bytes(), |bytes| {
+                MsbTrust::decode(bytes).map(std::sync::Arc::new)
+            })
             .map_err(|e| format!("reading the MSB trust: {e}"))?;
-        let Some((network, indexers)) = trust else {
+        let Some(trust) = trust else {
             return Err("the subnet trusts no MSB yet".into());
         };
+        let (network, indexers) = &*trust;
+        let network = *network;
         if attestation.network != network {
             return Err("attested on another MSB network".into());
         }
         if !indexers.contains(&attestation.attester) {
             return Err("the attester is not a trusted MSB indexer".into());
         }
-        let hash = Attestation::signed_hash(&network, &attestation.settlement);
-        if !self
-            .verified
-            .verify(&attestation.attester, &hash, &attestation.signature)
-        {
+        let valid = signature_valid.unwrap_or_else(|| {
+            let hash = Attestation::signed_hash(&network, &attestation.settlement);
+            self.verified
+                .verify(&attestation.attester, &hash, &attestation.signature)
+        });
+        if !valid {
             return Err("attestation signature does not verify".into());
         }
         Ok(attestation.settlement)
     }
 
     fn prepare(&self, proofs: &[&[u8]]) {
-        let decoded: Vec<(PublicKey, Hash32, Signature)> = proofs
+        let decoded: Vec<(&[u8], Attestation, Hash32)> = proofs
             .iter()
-            .filter_map(|p| codec::decode::<Attestation>(p).ok())
-            .map(|a| {
-                (
-                    a.attester,
-                    Attestation::signed_hash(&a.network, &a.settlement),
-                    a.signature,
-                )
+            .filter_map(|p| Some((*p, codec::decode::<Attestation>(p).ok()?)))
+            .map(|(p, a)| {
+                let hash = Attestation::signed_hash(&a.network, &a.settlement);
+                (p, a, hash)
             })
             .collect();
         let items: Vec<BatchItem<'_>> = decoded
             .iter()
-            .map(|(key, hash, signature)| BatchItem {
-                key,
+            .map(|(_, a, hash)| BatchItem {
+                key: &a.attester,
                 hash,
-                signature,
+                signature: &a.signature,
             })
             .collect();
         self.verified.verify_batch(&items);
+        // Each signature is checked here (taken from the batch just verified, or verified
+        // singly when the batch failed), off the thread that applies when prepared ahead.
+        self.prepared
+            .keep(decoded.into_iter().map(|(proof, a, hash)| {
+                let valid = self.verified.verify(&a.attester, &hash, &a.signature);
+                (proof, (a, valid))
+            }));
     }
 }

@@ -10,8 +10,11 @@ use crate::store::{StateAccess, StateView};
 
 /// Encodes a system value (named fields; scalars as plain MessagePack).
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    // What `rmp_serde::to_vec_named` does, into a buffer that most values fit without growing.
+    let mut out = Vec::with_capacity(256);
     // Serialising plain data into a Vec cannot fail.
-    rmp_serde::to_vec_named(value).expect("serialising a system value")
+    rmp_serde::encode::write_named(&mut out, value).expect("serialising a system value");
+    out
 }
 
 /// Reads a system value. A value that does not decode reads as absent (system keys are
@@ -137,5 +140,151 @@ impl<T: Clone> Memo<T> {
             *slot = Some((bytes, value.clone()));
         }
         Ok(value)
+    }
+}
+
+/// Decoded forms of byte strings (ops, settlement proofs) kept between the batch preparation
+/// of a checkpoint's ops and their application, so that each is decoded once.
+///
+/// Strings are applied in the order they were prepared, so the memory is a queue: a string is
+/// looked for from the front, and the strings before it (prepared but not applied, say ops of
+/// a skipped entry) are dropped. The memory is bounded (by the bytes of the kept strings) and
+/// cleared when full; a string not found is simply decoded again.
+///
+/// Preparing often runs on another thread than applying: what was allocated there is freed
+/// there too, at the next [`Prepared::keep`] (freeing it on the applying thread would contend
+/// with the preparing thread's allocations).
+#[derive(Debug)]
+pub struct Prepared<T> {
+    slot: std::sync::Mutex<PreparedSlot<T>>,
+}
+
+#[derive(Debug)]
+struct PreparedSlot<T> {
+    queue: std::collections::VecDeque<(Vec<u8>, T)>,
+    /// Bytes of the strings in `queue`.
+    bytes: usize,
+    /// Strings taken, to be freed by `keep`.
+    spent: Vec<Vec<u8>>,
+    /// Decoded forms used, to be freed by `keep`.
+    used: Vec<T>,
+}
+
+impl<T> Default for Prepared<T> {
+    fn default() -> Self {
+        Prepared {
+            slot: std::sync::Mutex::new(PreparedSlot {
+                queue: std::collections::VecDeque::new(),
+                bytes: 0,
+                spent: Vec::new(),
+                used: Vec::new(),
+            }),
+        }
+    }
+}
+
+impl<T> Prepared<T> {
+    /// Most bytes of kept strings.
+    const BUDGET: usize = 8 << 20;
+    /// Longest string kept.
+    const LONGEST: usize = 16 << 10;
+    /// Most strings looked at to find one.
+    const LOOKAHEAD: usize = 4096;
+    /// Most strings and decoded forms waiting for [`Self::keep`] to free them.
+    const SPENT: usize = 1 << 14;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PreparedSlot<T>> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps the decoded form of each string, after those kept before.
+    pub fn keep<'a>(&self, items: impl IntoIterator<Item = (&'a [u8], T)>) {
+        // Copied before locking: the applying thread may be waiting to take.
+        let fresh: Vec<(Vec<u8>, T)> = items
+            .into_iter()
+            .filter(|(key, _)| key.len() <= Self::LONGEST)
+            .map(|(key, value)| (key.to_vec(), value))
+            .collect();
+        let (spent, used) = {
+            let mut slot = self.lock();
+            let slot = &mut *slot;
+            for (key, value) in fresh {
+                if slot.bytes + key.len() > Self::BUDGET {
+                    slot.queue.clear();
+                    slot.bytes = 0;
+                }
+                slot.bytes += key.len();
+                slot.queue.push_back((key, value));
+            }
+            (
+                std::mem::take(&mut slot.spent),
+                std::mem::take(&mut slot.used),
+            )
+        };
+        drop((spent, used));
+    }
+
+    /// Takes the decoded form of `key`, if kept, dropping those kept before it.
+    pub fn take(&self, key: &[u8]) -> Option<T> {
+        let mut slot = self.lock();
+        let slot = &mut *slot;
+        let at = slot
+            .queue
+            .iter()
+            .take(Self::LOOKAHEAD)
+            .position(|(kept, _)| kept.as_slice() == key)?;
+        if slot.spent.len() + at >= Self::SPENT {
+            // Nothing was kept for a while: free here rather than hold on.
+            slot.spent.clear();
+            slot.used.clear();
+        }
+        let mut taken = None;
+        for (kept, value) in slot.queue.drain(..=at) {
+            slot.bytes -= kept.len();
+            slot.spent.push(kept);
+            if let Some(skipped) = taken.replace(value) {
+                slot.used.push(skipped);
+            }
+        }
+        taken
+    }
+
+    /// Hands back a decoded form [`Self::take`] gave, once used, to be freed by the next
+    /// [`Self::keep`].
+    pub fn used(&self, value: T) {
+        let mut slot = self.lock();
+        if slot.used.len() >= Self::SPENT {
+            slot.used.clear();
+        }
+        slot.used.push(value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Prepared;
+
+    #[test]
+    fn prepared_strings_are_taken_in_order_once() {
+        let prepared = Prepared::default();
+        prepared.keep([(&b"a"[..], 1), (b"b", 2), (b"c", 3), (b"b", 4)]);
+        assert_eq!(prepared.take(b"a"), Some(1));
+        assert_eq!(prepared.take(b"a"), None);
+        // "b" is skipped: taking "c" drops it.
+        assert_eq!(prepared.take(b"c"), Some(3));
+        assert_eq!(prepared.take(b"b"), Some(4));
+        assert_eq!(prepared.take(b"b"), None);
+        assert_eq!(prepared.take(b"x"), None);
+        prepared.used(3);
+        prepared.keep([(&b"d"[..], 5)]);
+        assert_eq!(prepared.take(b"d"), Some(5));
+    }
+
+    #[test]
+    fn long_strings_are_not_kept() {
+        let prepared = Prepared::default();
+        let long = vec![1u8; Prepared::<u8>::LONGEST + 1];
+        prepared.keep([(&long[..], 1u8)]);
+        assert_eq!(prepared.take(&long), None);
     }
 }
