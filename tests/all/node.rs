@@ -254,3 +254,167 @@ fn a_joiner_replicates_the_admins_subnet_and_msb_and_nodes_stop_and_restart_clea
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+impl NodeProc {
+    /// Waits for a stdout line containing `needle`; returns the line.
+    fn expect_containing(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line containing {needle:?}; seen: {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Polls `/get --key <key>` (latest view) until its value satisfies `ok`.
+    fn await_value(&mut self, key: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            self.send(&format!("/get --key {key} --confirmed 0"));
+            let value = self.expect_line(&format!("{key}:"));
+            if ok(&value) {
+                return value;
+            }
+            assert!(Instant::now() < deadline, "{key} stayed {value}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Sends `/exit` and waits for a clean exit.
+    fn exit(mut self) {
+        self.send("/exit");
+        self.expect_line("Exiting...");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert_eq!(status.code(), Some(0));
+                return;
+            }
+            assert!(Instant::now() < deadline, "/exit did not stop the node");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn the_admins_terminal_runs_chat_app_and_tx_commands() {
+    let a = tempdir();
+    let mut admin = NodeProc::start(a.path(), &[]);
+    banner(&mut admin);
+    // App commands run on the confirmed state: wait for the creator's first checkpoint.
+    let deadline = Instant::now() + PATIENCE;
+    while admin.stats().1.0 < 1 {
+        assert!(Instant::now() < deadline, "the subnet never checkpointed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // /help lists the built-ins and Intercom's own commands; those run on the contract.
+    admin.send("/help");
+    admin.expect_containing("/stats");
+    admin.expect_containing("/print");
+    admin.send("/print --text hello");
+    admin.expect_line("hello");
+
+    // Chat: the admin turns chat on and posts.
+    admin.send("/set_chat_status --enabled 1");
+    admin.expect_containing("appended");
+    admin.send("/post --message hi");
+    admin.expect_containing("appended");
+    let msg = admin.await_value("msg/0", |v| v != "null");
+    assert!(msg.contains("\"hi\""), "{msg}");
+
+    // A bad command: the failure and the usage line.
+    admin.send("/post");
+    admin.expect_line("Command failed:");
+    admin.expect_line("Usage: /post");
+    admin.send("/no_such_command");
+    admin.expect_line("Command failed:");
+
+    // Roles and keys.
+    admin.send("/stats");
+    let me = admin.expect_line("Peer ");
+    assert!(
+        me.contains("writer yes") && me.contains("admin yes"),
+        "{me}"
+    );
+
+    // A transaction: the subnet is deployed on MSB (this node is the dev MSB's validator),
+    // then the command is settled and recorded.
+    admin.send("/deploy_subnet");
+    admin.expect_line("MSB TX broadcasted:");
+    admin.send("/tx --command something --sim 1");
+    admin.expect_line("Simulation succeeded");
+    admin.send("/tx --command something");
+    let tx = admin.expect_line("MSB TX broadcasted:");
+    assert_eq!(tx.len(), 64, "{tx}");
+    admin.await_value("txl", |v| v == "1");
+
+    // Only one admin is ever added; the admin deploys another contract.
+    admin.send(&format!("/add_admin --address {}", "ab".repeat(32)));
+    admin.expect_line("Command failed:");
+    let registry =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../contracts/artifacts/registry.wasm");
+    admin.send(&format!("/deploy_contract --file {}", registry.display()));
+    admin.expect_line("Contract ");
+    admin.await_value("contract/current", |v| v.contains("\"registry\""));
+    admin.exit();
+}
+
+#[test]
+fn the_admin_makes_a_joiner_writable_with_add_writer() {
+    let a = tempdir();
+    let b = tempdir();
+    let mut admin = NodeProc::start(a.path(), &[]);
+    let (msb, subnet, addr) = banner(&mut admin);
+    let mut joiner = NodeProc::start(
+        b.path(),
+        &[
+            "--subnet-bootstrap",
+            &subnet,
+            "--msb-bootstrap",
+            &msb,
+            "--dht-bootstrap",
+            &addr,
+        ],
+    );
+    banner(&mut joiner);
+    let key = joiner
+        .seen
+        .iter()
+        .find_map(|l| l.strip_prefix("Peer writer key (hex):"))
+        .expect("the banner names the writer key")
+        .trim()
+        .to_string();
+    joiner.send("/stats");
+    let me = joiner.expect_line("Peer ");
+    assert!(me.contains("writer no") && me.contains("admin no"), "{me}");
+    // A joiner is no admin.
+    joiner.send("/set_chat_status --enabled 1");
+    let refused = joiner.expect_line("Command failed:");
+    assert!(refused.contains("Only the admin"), "{refused}");
+
+    admin.send(&format!("/add_writer --key {key}"));
+    admin.expect_containing("appended");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        joiner.send("/stats");
+        let me = joiner.expect_line("Peer ");
+        if me.contains("writer yes") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the joiner never became writable: {me}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    joiner.exit();
+    admin.exit();
+}

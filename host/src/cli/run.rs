@@ -4,8 +4,7 @@
 //! and the keystores, and prints the resolved settings and the startup banner. With
 //! `--dry-run` it stops there; otherwise it starts the node ([`crate::node::runner`]), prints
 //! the banner with the real network ids and bound addresses, and runs until SIGINT/SIGTERM or
-//! `/exit` on standard input (which also serves `/stats` and `/get --key <k>
-//! [--confirmed 0|1]` until the interactive terminal exists).
+//! `/exit` in the interactive terminal ([`crate::node::terminal`]).
 //!
 //! The settings are read by [`RunConfig::resolve`] rather than by clap's `env` attributes, so
 //! that an empty flag value falls through to the variable, booleans are strict and the errors
@@ -24,6 +23,7 @@ use crate::node::config::{
     load_or_create_keypair, render_banner,
 };
 use crate::node::runner::{Command, Node, NodeConfig};
+use crate::node::terminal::NodeExecutor;
 
 /// `trac run` arguments. Every flag also reads the environment variable named in its help; a
 /// non-empty flag wins over the variable, the variable over the default.
@@ -203,6 +203,7 @@ fn run_node(
     msb: LoadedKey,
     mut banner: BannerInfo,
 ) -> anyhow::Result<()> {
+    let history = Some(plan.layout.peer_store.join("terminal-history"));
     let contract = match &plan.subnet {
         SubnetStart::Create { contract } => contract.load()?.into_owned(),
         SubnetStart::Existing { .. } => Vec::new(),
@@ -247,11 +248,11 @@ fn run_node(
             .map(ToString::to_string)
             .collect();
         print!("{}", render_banner(&banner));
-        println!("Node running. Commands: /stats, /get --key <key> [--confirmed 0|1], /exit");
+        println!("Node running. Type /help for the commands, /exit to stop.");
 
         let (commands_tx, commands) = mpsc::channel(16);
         let (exit_tx, exit_rx) = oneshot::channel::<()>();
-        spawn_stdin(commands_tx, exit_tx);
+        spawn_terminal(commands_tx, exit_tx, history);
         let stop = async move {
             tokio::select! {
                 _ = stop_signal() => {}
@@ -288,91 +289,35 @@ async fn stop_signal() {
     }
 }
 
-/// Reads standard input on a thread: `/exit` stops the node; `/stats` and `/get` are served
-/// by the running node. At end of input the node keeps running (stop it with a signal).
-fn spawn_stdin(commands: mpsc::Sender<Command>, exit: oneshot::Sender<()>) {
+/// Runs the interactive terminal on a thread: each line goes through
+/// [`crate::terminal::dispatch`] to a [`NodeExecutor`] (the command runs on the pump) and the
+/// reply is printed; `/exit` stops the node. At end of input the node keeps running (stop it
+/// with a signal).
+fn spawn_terminal(
+    commands: mpsc::Sender<Command>,
+    exit: oneshot::Sender<()>,
+    history: Option<std::path::PathBuf>,
+) {
     std::thread::spawn(move || {
-        let mut exit = Some(exit);
-        let stdin = std::io::stdin();
-        let mut line = String::new();
-        loop {
-            line.clear();
-            match stdin.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
+        let mut editor = match crate::terminal::Editor::new(history) {
+            Ok(editor) => editor,
+            Err(e) => {
+                eprintln!("cannot start the terminal: {e}");
+                return;
             }
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words.first().copied() {
-                None => {}
-                Some("/exit") => {
-                    if let Some(exit) = exit.take() {
-                        let _ = exit.send(());
-                    }
-                    return;
-                }
-                Some("/stats") => {
-                    let (tx, rx) = oneshot::channel();
-                    if commands.blocking_send(Command::Stats(tx)).is_err() {
-                        return;
-                    }
-                    if let Ok(stats) = rx.blocking_recv() {
-                        print!("{}", stats.render());
-                    }
-                }
-                Some("/get") => match parse_get(&words[1..]) {
-                    Ok((key, confirmed)) => {
-                        let (tx, rx) = oneshot::channel();
-                        let command = Command::Get {
-                            key: key.clone().into_bytes(),
-                            confirmed,
-                            reply: tx,
-                        };
-                        if commands.blocking_send(command).is_err() {
-                            return;
-                        }
-                        match rx.blocking_recv() {
-                            Ok(Ok(Some(bytes))) => {
-                                let shown = crate::codec::json::msgpack_to_json(&bytes)
-                                    .map_or_else(|| hex::encode(&bytes), |j| j.to_string());
-                                println!("{key}: {shown}");
-                            }
-                            Ok(Ok(None)) => println!("{key}: null"),
-                            Ok(Err(e)) => eprintln!("error: {e}"),
-                            Err(_) => return,
-                        }
-                    }
-                    Err(e) => eprintln!("error: {e}"),
-                },
-                Some(other) => {
-                    eprintln!("unknown command {other}: try /stats, /get --key <key>, /exit")
-                }
+        };
+        let mut executor = NodeExecutor::new(commands);
+        while let Some(line) = editor.read_line("trac> ") {
+            let reply = crate::terminal::dispatch(&line, &mut executor);
+            if !reply.text.is_empty() {
+                println!("{}", reply.text);
+            }
+            if reply.exit {
+                let _ = exit.send(());
+                return;
             }
         }
     });
-}
-
-/// Parses `--key <k> [--confirmed 0|1]` (confirmed by default).
-fn parse_get(words: &[&str]) -> Result<(String, bool), String> {
-    let mut key = None;
-    let mut confirmed = true;
-    let mut it = words.iter();
-    while let Some(word) = it.next() {
-        match *word {
-            "--key" => key = it.next().map(|k| k.to_string()),
-            "--confirmed" => {
-                confirmed = match it.next().copied() {
-                    Some("1" | "true") => true,
-                    Some("0" | "false") => false,
-                    _ => return Err("--confirmed takes 0 or 1".into()),
-                }
-            }
-            other => return Err(format!("unexpected argument {other}")),
-        }
-    }
-    Ok((
-        key.ok_or("usage: /get --key <key> [--confirmed 0|1]")?,
-        confirmed,
-    ))
 }
 
 /// The passphrase given by a flag or variable, if any (`None`: none configured, so new

@@ -6,11 +6,13 @@
 //! - [`txflow`]: the `/tx` lifecycle (command → call, simulation, settlement on MSB, the
 //!   subnet `tx` op on every node), with pending transactions persisted in the subnet store;
 //! - [`runner`]: the running node of `trac run` (ledgers, network pump, genesis transfer);
+//! - [`terminal`](mod@terminal): the interactive terminal's commands, run on the pump;
 //! - [`MsbAccess`]: what that lifecycle needs from MSB; [`LocalMsb`] serves it in process.
 
 pub mod config;
 mod msb_access;
 pub mod runner;
+pub mod terminal;
 pub mod txflow;
 
 pub use msb_access::{LocalMsb, MsbAccess, MsbHeights};

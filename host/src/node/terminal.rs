@@ -1,0 +1,461 @@
+//! The interactive terminal of `trac run` wired to the node: [`NodeExecutor`] implements
+//! [`Executor`] by sending each command to the pump as a [`NodeCommand::Run`] task, which
+//! runs it with the node's ledgers and keys and returns its text.
+//!
+//! - `/stats`, `/get`, `/get_keys`, `/exit`; `/help` lists the active contract's commands;
+//! - the subnet admin and chat commands: signed ops appended to this node's subnet log
+//!   (expiring at the latest height + [`OP_EXPIRY`]) and broadcast, after a local check like
+//!   the reference's ("Only the admin can …", "Peer is not writable.");
+//! - `/tx` through [`crate::node::TxFlow`], `/deploy_subnet` and `/transfer` as user ops
+//!   submitted to this node's own MSB validator (a dev network's admin node; elsewhere the
+//!   refusal says that a reachable validator is needed), `/balance`, `/msb`;
+//! - any other command goes to the contract's run-command, read-only on the confirmed state.
+//!
+//! - `/add_admin` (the creator, while the subnet has no admin) and `/deploy_contract` (the
+//!   admin: the component's deploy ops, in entries within the ledger's limits).
+//!
+//! Not yet: the `/msb_*` administration commands.
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::runner::{Command as NodeCommand, Node};
+use crate::crypto::PublicKey;
+use crate::ledger::Message;
+use crate::msb::{Account, FEE, PartialOp, Rejection, SubmitError, UserAction, UserBody};
+use crate::node::{MsbAccess, TxFlowError};
+use crate::subnet::ops::deploy_ops;
+use crate::subnet::{Action, OpSigner, SubnetMachine, SubnetOp, encode_op, keys};
+use crate::terminal::{Command, Executor};
+
+/// How many checkpoints a terminal op stays valid for.
+pub const OP_EXPIRY: u64 = 1_000;
+
+/// Runs terminal commands on the node through its command channel (blocking: call it from a
+/// thread outside the runtime, as the line editor does).
+#[derive(Debug, Clone)]
+pub struct NodeExecutor {
+    commands: mpsc::Sender<NodeCommand>,
+}
+
+impl NodeExecutor {
+    /// An executor sending to the pump listening on `commands`.
+    pub fn new(commands: mpsc::Sender<NodeCommand>) -> NodeExecutor {
+        NodeExecutor { commands }
+    }
+}
+
+impl Executor for NodeExecutor {
+    fn execute(&mut self, command: Command) -> Result<String, String> {
+        if command == Command::Exit {
+            return Ok(String::new());
+        }
+        let (tx, rx) = oneshot::channel();
+        let task: Box<dyn FnOnce(&mut Node) + Send> = Box::new(move |node: &mut Node| {
+            let _ = tx.send(run(node, command));
+        });
+        self.commands
+            .blocking_send(NodeCommand::Run(task))
+            .map_err(|_| "the node has stopped".to_string())?;
+        rx.blocking_recv()
+            .map_err(|_| "the node has stopped".to_string())?
+    }
+
+    fn app_commands(&self) -> Vec<(String, String, String)> {
+        let (tx, rx) = oneshot::channel();
+        let task: Box<dyn FnOnce(&mut Node) + Send> = Box::new(move |node: &mut Node| {
+            let _ = tx.send(app_commands(node));
+        });
+        if self.commands.blocking_send(NodeCommand::Run(task)).is_err() {
+            return Vec::new();
+        }
+        match rx.blocking_recv() {
+            Ok(Ok(commands)) => commands,
+            Ok(Err(e)) => {
+                tracing::warn!("cannot list the app's commands: {e}");
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// Shows a state value: JSON when it is MessagePack, else hex.
+fn show(bytes: &[u8]) -> String {
+    crate::codec::json::msgpack_to_json(bytes).map_or_else(|| hex::encode(bytes), |j| j.to_string())
+}
+
+fn read(node: &mut Node, key: &[u8], confirmed: bool) -> Result<Option<Vec<u8>>, String> {
+    match node.subnet_mut().read(confirmed, |s| s.get(key)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Whether this peer is the subnet admin (latest view).
+fn is_admin(node: &mut Node) -> Result<bool, String> {
+    let me = node.peer_key().public();
+    let admin = match node.subnet_mut().read(false, |s| SubnetMachine::admin(s)) {
+        Ok(Ok(admin)) => admin,
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(e) => return Err(e.to_string()),
+    };
+    Ok(admin == Some(me))
+}
+
+/// Whether this peer is a subnet indexer (latest view).
+fn is_indexer(node: &mut Node) -> Result<bool, String> {
+    let me = node.peer_key().public().to_hex();
+    Ok(read(node, keys::INDEXERS.as_bytes(), false)?
+        .is_some_and(|bytes| show(&bytes).contains(&me)))
+}
+
+/// The active contract's terminal commands as `(name, usage, help)` (none without a
+/// contract), from the latest view (a new subnet's contract is listed before it is final).
+pub fn app_commands(node: &mut Node) -> Result<Vec<(String, String, String)>, String> {
+    let found = node
+        .subnet_mut()
+        .read_with_machine(false, |state, machine| {
+            machine
+                .current_contract(state)
+                .map(|c| c.map(|c| (c, machine.runtime().clone())))
+        })
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let Some((contract, runtime)) = found else {
+        return Ok(Vec::new());
+    };
+    let outcome = runtime.commands(&contract).map_err(|e| e.to_string())?;
+    let commands = outcome.result.map_err(|e| e.to_string())?;
+    Ok(commands
+        .into_iter()
+        .map(|c| (c.name, c.usage, c.help))
+        .collect())
+}
+
+/// Runs an app command (not a built-in) with the contract's run-command, read-only on the
+/// confirmed state.
+fn app_command(node: &mut Node, name: &str, args: &[String]) -> Result<String, String> {
+    let outcome = node
+        .subnet_mut()
+        .read_with_machine(true, |state, machine| {
+            let contract = machine
+                .current_contract(state)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("unknown command {name}: no contract is active"))?;
+            machine
+                .runtime()
+                .run_command(&contract, state, name, args)
+                .map_err(|e| e.to_string())
+        })
+        .map_err(|e| e.to_string())??;
+    outcome.result.map_err(|e| e.to_string())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A submission failure, with a hint when this node is not an MSB validator.
+fn submit_error(error: impl std::fmt::Display, not_validator: bool) -> String {
+    if not_validator {
+        format!(
+            "{error} (submitting needs the MSB validator: this node's MSB key is not one; submission to a validator over the network is not available yet)"
+        )
+    } else {
+        error.to_string()
+    }
+}
+
+/// Signs a user op with the peer key and submits it to this node's MSB validator; the
+/// appended MSB entries are broadcast.
+fn user_op(node: &mut Node, action: UserAction) -> Result<String, String> {
+    let network = node.msb_id();
+    let body = UserBody {
+        action,
+        requester: node.peer_key().public(),
+        nonce: now_ms(),
+        expires: node.msb_mut().status().latest_height + OP_EXPIRY,
+    };
+    let partial = PartialOp::sign(node.peer_key(), &network, body);
+    let (result, messages) = {
+        let (_, mut access, _) = node.tx_parts();
+        let result = access.submit(partial);
+        (result, access.take_messages())
+    };
+    node.broadcast(network, messages);
+    match result {
+        Ok(tx) => Ok(format!("MSB TX broadcasted: {tx}")),
+        Err(e) => {
+            let not_validator = matches!(e, SubmitError::Rejected(Rejection::NotValidator));
+            Err(submit_error(e, not_validator))
+        }
+    }
+}
+
+/// `/tx`: maps the command with the contract, then simulates or submits it.
+fn tx(node: &mut Node, command: &str, sim: bool) -> Result<String, String> {
+    let me = node.peer_key().public();
+    let (result, messages) = {
+        let (subnet, mut access, flow) = node.tx_parts();
+        let result = flow.map(subnet, command).and_then(|call| {
+            if sim {
+                flow.simulate(subnet, &mut access, &call.function, &call.args, &me)
+                    .map(|s| match s.result {
+                        Ok(bytes) => format!(
+                            "Simulation succeeded (fuel {}, {} writes): {}",
+                            s.fuel,
+                            s.writes.len(),
+                            show(&bytes)
+                        ),
+                        Err(failure) => format!("Simulation failed: {failure}"),
+                    })
+            } else {
+                flow.submit(subnet, &mut access, &call.function, &call.args)
+                    .map(|tx| format!("MSB TX broadcasted: {tx}"))
+            }
+        });
+        (result, access.take_messages())
+    };
+    let network = node.msb_id();
+    node.broadcast(network, messages);
+    result.map_err(|e| {
+        let not_validator = matches!(e, TxFlowError::Rejected(Rejection::NotValidator));
+        submit_error(e, not_validator)
+    })
+}
+
+fn msb_account(node: &mut Node, key: &PublicKey) -> Result<Account, String> {
+    match node.msb_mut().read(false, |s| crate::msb::account(s, key)) {
+        Ok(Ok(account)) => Ok(account),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Appends raw ops to this node's subnet log, in entries within the ledger's limits, and
+/// broadcasts them; returns how many entries were appended.
+fn append_ops(node: &mut Node, ops: Vec<Vec<u8>>) -> Result<usize, String> {
+    let limits = crate::ledger::LedgerLimits::default();
+    let max_bytes = ((4usize << 20) - (64 << 10)).min(limits.max_entry_bytes);
+    let mut batches: Vec<Vec<Vec<u8>>> = Vec::new();
+    let mut current: Vec<Vec<u8>> = Vec::new();
+    let mut bytes = 0;
+    for op in ops {
+        if !current.is_empty()
+            && (current.len() >= limits.max_ops_per_entry || bytes + op.len() > max_bytes)
+        {
+            batches.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += op.len();
+        current.push(op);
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    let network = node.subnet_id();
+    let mut entries = Vec::new();
+    for batch in batches {
+        let entry = node
+            .subnet_mut()
+            .append(batch)
+            .map_err(|e| format!("cannot append the ops: {e}"))?;
+        entries.push(Message::Entry(entry));
+    }
+    let count = entries.len();
+    node.broadcast(network, entries);
+    Ok(count)
+}
+
+/// Signs `action`, appends it to this node's subnet log and broadcasts the entry.
+fn append(node: &mut Node, action: Action) -> Result<String, String> {
+    let name = action.name();
+    let expires = node.subnet_mut().status().latest_height + OP_EXPIRY;
+    let signer = OpSigner::new(node.peer_key().clone(), node.subnet_id());
+    let op = signer.sign(action, expires);
+    let entry = node
+        .subnet_mut()
+        .append(vec![op])
+        .map_err(|e| format!("cannot append the op: {e}"))?;
+    let network = node.subnet_id();
+    node.broadcast(network, vec![Message::Entry(entry)]);
+    Ok(format!("{name} appended (expires at height {expires})."))
+}
+
+fn admin_op(node: &mut Node, what: &str, action: Action) -> Result<String, String> {
+    if !is_admin(node)? {
+        return Err(format!("Only the admin can {what}."));
+    }
+    writable_op(node, action)
+}
+
+fn writable_op(node: &mut Node, action: Action) -> Result<String, String> {
+    if node.writable() != Some(true) {
+        return Err("Peer is not writable.".to_string());
+    }
+    append(node, action)
+}
+
+/// Runs one command on the node.
+pub fn run(node: &mut Node, command: Command) -> Result<String, String> {
+    let me = node.peer_key().public();
+    match command {
+        Command::Stats => {
+            let mut text = node.stats().render();
+            let writer = node.writable() == Some(true);
+            let indexer = is_indexer(node).unwrap_or(false);
+            let admin = is_admin(node).unwrap_or(false);
+            text.push_str(&format!(
+                "Peer {me}: writer {}, indexer {}, admin {}",
+                yes(writer),
+                yes(indexer),
+                yes(admin)
+            ));
+            Ok(text)
+        }
+        Command::Get { key, confirmed } => Ok(match read(node, key.as_bytes(), confirmed)? {
+            Some(bytes) => format!("{key}: {}", show(&bytes)),
+            None => format!("{key}: null"),
+        }),
+        Command::GetKeys => Ok(format!(
+            "Peer key: {me}\nSubnet: {}\nMSB network: {}",
+            node.subnet_id(),
+            node.msb_id()
+        )),
+        Command::Exit => Ok(String::new()),
+        Command::UpdateAdmin { address } => admin_op(
+            node,
+            "update the admin",
+            Action::UpdateAdmin { admin: address },
+        ),
+        Command::AddWriter { key } => admin_op(node, "add writers", Action::AddWriter { key }),
+        Command::AddIndexer { key } => admin_op(node, "add indexers", Action::AddIndexer { key }),
+        Command::RemoveWriter { key } => {
+            admin_op(node, "remove writers", Action::RemoveWriter { key })
+        }
+        Command::RemoveIndexer { key } => {
+            admin_op(node, "remove indexers", Action::RemoveIndexer { key })
+        }
+        Command::SetAutoAddWriters { enabled } => admin_op(
+            node,
+            "set auto-add writers",
+            Action::SetAutoAddWriters { enabled },
+        ),
+        Command::EnableTransactions { enabled } => admin_op(
+            node,
+            "enable transactions",
+            Action::EnableTransactions { enabled },
+        ),
+        Command::SetChatStatus { enabled } => admin_op(
+            node,
+            "set the chat status",
+            Action::SetChatStatus { enabled },
+        ),
+        Command::EnableWhitelist { enabled } => admin_op(
+            node,
+            "enable the whitelist",
+            Action::EnableWhitelist { enabled },
+        ),
+        Command::SetWhitelistStatus { user, status } => admin_op(
+            node,
+            "set whitelist status",
+            Action::SetWhitelistStatus { user, status },
+        ),
+        Command::SetMod { user, enabled } => {
+            admin_op(node, "set moderators", Action::SetMod { user, enabled })
+        }
+        Command::MuteStatus { user, muted } => {
+            writable_op(node, Action::MuteStatus { user, muted })
+        }
+        Command::SetNick { nick, user } => writable_op(
+            node,
+            Action::SetNick {
+                user: user.unwrap_or(me),
+                nick,
+            },
+        ),
+        Command::Post { message, reply_to } => writable_op(
+            node,
+            Action::PostMessage {
+                text: message,
+                attachments: Vec::new(),
+                reply_to,
+            },
+        ),
+        Command::DeleteMessage { id } => writable_op(node, Action::DeleteMessage { id }),
+        Command::PinMessage { id, pinned } => writable_op(node, Action::PinMessage { id, pinned }),
+        Command::UnpinMessage { pin_id } => writable_op(node, Action::UnpinMessage { pin: pin_id }),
+        Command::AddAdmin { address } => {
+            let admin = match node.subnet_mut().read(false, |s| SubnetMachine::admin(s)) {
+                Ok(Ok(admin)) => admin,
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(e) => return Err(e.to_string()),
+            };
+            if admin.is_some() {
+                return Err("The subnet already has an admin (use /update_admin).".to_string());
+            }
+            if !node.created_subnet() {
+                return Err("Only the subnet's creator can add the first admin.".to_string());
+            }
+            append_ops(node, vec![encode_op(&SubnetOp::AddAdmin { key: address })])?;
+            Ok(format!("addAdmin appended ({address})."))
+        }
+        Command::DeployContract { file } => {
+            if !is_admin(node)? {
+                return Err("Only the admin can deploy contracts.".to_string());
+            }
+            let component =
+                std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let expires = node.subnet_mut().status().latest_height + OP_EXPIRY;
+            let signer = OpSigner::new(node.peer_key().clone(), node.subnet_id());
+            let ops = deploy_ops(&signer, &component, expires);
+            let chunks = ops.len() - 1;
+            let entries = append_ops(node, ops)?;
+            Ok(format!(
+                "Contract {} deploying: {} bytes in {chunks} chunks, {entries} entries appended.",
+                crate::crypto::hash(&component),
+                component.len()
+            ))
+        }
+        Command::Tx { command, sim } => tx(node, &command, sim),
+        Command::DeploySubnet => {
+            let subnet = node.subnet_id();
+            let channel = node.subnet_channel().to_string();
+            user_op(node, UserAction::DeploySubnet { subnet, channel })
+        }
+        Command::Transfer { to, amount } => user_op(node, UserAction::Transfer { to, amount }),
+        Command::Balance { address } => {
+            let key = address.unwrap_or(me);
+            let account = msb_account(node, &key)?;
+            Ok(format!(
+                "Balance of {key}: {} (staked {})",
+                account.balance, account.staked
+            ))
+        }
+        Command::Msb => {
+            let status = node.msb_mut().status();
+            let account = msb_account(node, &me)?;
+            Ok(format!(
+                "MSB network: {}\nFinal height: {}, latest height: {}, entries: {}\nPeer address: {me}\nBalance: {}\nFee: {}",
+                node.msb_id(),
+                status.final_height,
+                status.latest_height,
+                status.entries,
+                account.balance,
+                FEE
+            ))
+        }
+        Command::App { name, args } => app_command(node, &name, &args),
+        other => Err(format!(
+            "{} is not available in this node yet",
+            other.name()
+        )),
+    }
+}
+
+fn yes(flag: bool) -> &'static str {
+    if flag { "yes" } else { "no" }
+}
