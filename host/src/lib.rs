@@ -14,7 +14,7 @@
 //! - [`node`]: what drives the ledgers, the runtime and MSB for one peer (the `/tx` lifecycle);
 //! - [`bundled`]: the bundled contract components (Intercom, the registry example);
 //! - [`builder`]: building contract crates into components (`trac contract build`);
-//! - [`bench`]: the `trac bench` suites;
+//! - [`bench`](mod@bench): the `trac bench` suites;
 //! - [`terminal`]: the interactive terminal's commands, help, output sanitising and line editor;
 //! - [`cli`]: the `trac` command line.
 
