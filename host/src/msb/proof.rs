@@ -19,7 +19,8 @@ use crate::crypto::{
 use crate::ledger::{Ack, Checkpoint, Ledger, LedgerError, LogEntry, merkle, quorum};
 use crate::store::StateView;
 use crate::subnet::settlement::{
-    AttestationVerifier, IndexerChange, MsbTrust, Settlement, SettlementScheme, SettlementVerifier,
+    AttestationVerifier, IndexerChange, Settlement, SettlementScheme, SettlementVerifier,
+    TrustCache,
 };
 
 /// Proof that an MSB op was applied, without error, in a final checkpoint.
@@ -347,6 +348,7 @@ fn finish(
 #[derive(Debug, Default)]
 pub struct ProofVerifier {
     known: Mutex<HashSet<Hash32>>,
+    trust: TrustCache,
 }
 
 /// Most remembered signatures.
@@ -395,14 +397,12 @@ impl ProofVerifier {
 
     /// Checks `proof` against the trust in `state`; returns the op's tx hash.
     fn check(&self, state: &dyn StateView, proof: &SettlementProof) -> Result<Hash32, String> {
-        let Some((network, trusted)) = MsbTrust::read(state) else {
-            return Err("the subnet trusts no MSB yet".into());
-        };
-        if proof.network != network {
+        let trust = self.trust.get(state)?;
+        if proof.network != trust.network {
             return Err("settled on another MSB network".into());
         }
-        let tx_hash = proof.check_inclusion(&network)?;
-        let signatures = proof.signatures(&network, &trusted)?;
+        let tx_hash = proof.check_inclusion(&trust.network)?;
+        let signatures = proof.signatures(&trust.network, &trust.indexers)?;
         self.verify_triples(&signatures)?;
         Ok(tx_hash)
     }
@@ -498,6 +498,7 @@ impl SettlementVerifier for ProofVerifier {
 pub struct StandardVerifier {
     proofs: ProofVerifier,
     attestations: AttestationVerifier,
+    trust: TrustCache,
 }
 
 impl StandardVerifier {
@@ -509,10 +510,9 @@ impl StandardVerifier {
 
 impl SettlementVerifier for StandardVerifier {
     fn verify(&self, state: &dyn StateView, proof: &[u8]) -> Result<Settlement, String> {
-        match MsbTrust::scheme(state) {
-            Some(SettlementScheme::Attested) => self.attestations.verify(state, proof),
-            Some(SettlementScheme::Checkpointed) => self.proofs.verify(state, proof),
-            None => Err("the subnet trusts no MSB yet".into()),
+        match self.trust.get(state)?.scheme {
+            SettlementScheme::Attested => self.attestations.verify(state, proof),
+            SettlementScheme::Checkpointed => self.proofs.verify(state, proof),
         }
     }
 

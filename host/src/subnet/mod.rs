@@ -26,7 +26,7 @@ pub use machine::SubnetMachine;
 pub use ops::{Action, OpSigner, Params, SignedOp, SubnetOp, TxOp, decode_op, encode_op};
 pub use settlement::{
     Attestation, AttestationVerifier, IndexerChange, MsbTrust, Settlement, SettlementScheme,
-    SettlementVerifier,
+    SettlementVerifier, Trust, TrustCache,
 };
 pub use values::ChatMessage;
 

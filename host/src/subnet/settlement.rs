@@ -6,8 +6,6 @@
 //! by one MSB indexer the subnet trusts (`sys/msb`, set by the admin); the MSB layer adds
 //! proofs by a majority of indexers over a final checkpoint.
 
-use std::cell::RefCell;
-
 use serde::{Deserialize, Serialize};
 
 use super::values::{Memo, Prepared};
@@ -88,37 +86,25 @@ pub struct MsbTrust {
     pub changed_at: u64,
 }
 
+/// The MSB trust of `sys/msb`, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trust {
+    /// The MSB network id.
+    pub network: Hash32,
+    /// The trusted MSB indexers.
+    pub indexers: Vec<PublicKey>,
+    /// How settlements are proven.
+    pub scheme: SettlementScheme,
+}
+
 impl MsbTrust {
     /// The trust recorded in `state`, if any.
-    pub fn read(state: &dyn StateView) -> Option<(Hash32, Vec<PublicKey>)> {
+    pub fn read(state: &dyn StateView) -> Option<Trust> {
         let bytes = state.get(super::keys::MSB.as_bytes()).ok()??;
         Self::decode(&bytes)
     }
 
-    /// The scheme recorded in `state`, if any.
-    pub fn scheme(state: &dyn StateView) -> Option<SettlementScheme> {
-        let bytes = state.get(super::keys::MSB.as_bytes()).ok()??;
-        // Asked for every settled tx: the record is decoded once per change (per thread).
-        thread_local! {
-            static LAST: RefCell<Option<(Vec<u8>, Option<SettlementScheme>)>> =
-                const { RefCell::new(None) };
-        }
-        LAST.with(|last| {
-            let mut last = last.borrow_mut();
-            if let Some((seen, scheme)) = last.as_ref()
-                && *seen == bytes
-            {
-                return *scheme;
-            }
-            let scheme = rmp_serde::from_slice::<MsbTrust>(&bytes)
-                .ok()
-                .map(|t| t.scheme);
-            *last = Some((bytes, scheme));
-            scheme
-        })
-    }
-
-    fn decode(bytes: &[u8]) -> Option<(Hash32, Vec<PublicKey>)> {
+    fn decode(bytes: &[u8]) -> Option<Trust> {
         let trust: MsbTrust = rmp_serde::from_slice(bytes).ok()?;
         let network = Hash32::from_hex(&trust.network).ok()?;
         let indexers = trust
@@ -126,7 +112,28 @@ impl MsbTrust {
             .iter()
             .filter_map(|k| PublicKey::from_hex(k).ok())
             .collect();
-        Some((network, indexers))
+        Some(Trust {
+            network,
+            indexers,
+            scheme: trust.scheme,
+        })
+    }
+}
+
+/// The MSB trust of a state, decoded once per change of its record (it is read for every
+/// settled tx).
+#[derive(Debug, Default)]
+pub struct TrustCache(Memo<std::sync::Arc<Trust>>);
+
+impl TrustCache {
+    /// The trust in `state`, or why there is none.
+    pub fn get(&self, state: &dyn StateView) -> Result<std::sync::Arc<Trust>, String> {
+        self.0
+            .read(state, super::keys::MSB.as_bytes(), |bytes| {
+                MsbTrust::decode(bytes).map(std::sync::Arc::new)
+            })
+            .map_err(|e| format!("reading the MSB trust: {e}"))?
+            .ok_or_else(|| "the subnet trusts no MSB yet".to_string())
     }
 }
 
@@ -165,7 +172,7 @@ impl Attestation {
 #[derive(Debug, Default)]
 pub struct AttestationVerifier {
     verified: VerifiedSignatures,
-    trust: Memo<std::sync::Arc<(Hash32, Vec<PublicKey>)>>,
+    trust: TrustCache,
     /// Proofs decoded by `prepare` (canonical, as `verify` would decode them), with whether
     /// their signature is valid; each is taken by the `verify` of the same bytes.
     prepared: Prepared<(Attestation, bool)>,
@@ -188,21 +195,12 @@ impl SettlementVerifier for AttestationVerifier {
                 (attestation, None)
             }
         };
-        let trust = self
-            .trust
-            .read(state, super::keys::MSB.as_bytes(), |bytes| {
-                MsbTrust::decode(bytes).map(std::sync::Arc::new)
-            })
-            .map_err(|e| format!("reading the MSB trust: {e}"))?;
-        let Some(trust) = trust else {
-            return Err("the subnet trusts no MSB yet".into());
-        };
-        let (network, indexers) = &*trust;
-        let network = *network;
+        let trust = self.trust.get(state)?;
+        let network = trust.network;
         if attestation.network != network {
             return Err("attested on another MSB network".into());
         }
-        if !indexers.contains(&attestation.attester) {
+        if !trust.indexers.contains(&attestation.attester) {
             return Err("the attester is not a trusted MSB indexer".into());
         }
         let valid = signature_valid.unwrap_or_else(|| {
