@@ -14,6 +14,7 @@ mod msb;
 mod msb_support;
 mod net;
 mod node;
+mod node_support;
 mod runtime;
 mod store;
 mod subnet;

@@ -50,6 +50,25 @@ enum ContractCommand {
     },
     /// Run one call against a standalone local state and print result, fuel, writes and events.
     Exec(ExecArgs),
+    /// Deploy a component on a node's subnet as its admin (the key of the peer store), through
+    /// the running node (which appends and broadcasts it) or, when the node is stopped,
+    /// appended to its store (broadcast when it starts).
+    Deploy(DeployArgs),
+}
+
+/// `trac contract deploy` arguments.
+#[derive(Debug, Args)]
+struct DeployArgs {
+    /// The component (.wasm).
+    file: PathBuf,
+    /// The node's peer store folder (holding keypair.json and the subnet store).
+    #[arg(long)]
+    store: PathBuf,
+    /// How long to wait for a running node to take the deployment, in seconds.
+    #[arg(long, default_value_t = 30)]
+    wait: u64,
+    #[command(flatten)]
+    passphrase: super::passphrase::PassphraseArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -75,6 +94,66 @@ fn default_cache_dir() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
     Some(base.join("trac").join("contracts"))
+}
+
+/// `trac contract deploy`: validates the component, unlocks the store's peer key, then hands
+/// the component to the running node or appends its deploy ops to the stopped node's store.
+fn deploy(args: DeployArgs) -> anyhow::Result<()> {
+    use crate::node::inbox::{self, LockError, StoreLock};
+
+    let component = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    validate_component(&component, &Limits::default())
+        .map_err(|e| anyhow::anyhow!("{} is refused: {e}", args.file.display()))?;
+    if !args.store.is_dir() {
+        bail!("{} is not a peer store folder", args.store.display());
+    }
+    let keystore = args.store.join(crate::node::config::KEYSTORE_FILE);
+    if !keystore.is_file() {
+        bail!(
+            "{} has no keystore ({}): is it a node's peer store?",
+            args.store.display(),
+            keystore.display()
+        );
+    }
+    let passphrase = if crate::crypto::keystore::info(&keystore)?.encrypted {
+        args.passphrase
+            .resolve(super::passphrase::Purpose::Unlock)?
+    } else {
+        zeroize::Zeroizing::new(String::new())
+    };
+    let key = crate::crypto::keystore::unlock(&keystore, &passphrase)
+        .with_context(|| format!("cannot unlock {}", keystore.display()))?;
+    match StoreLock::acquire(&args.store) {
+        Ok(_lock) => {
+            let mut ledger = crate::node::runner::open_subnet_ledger(&args.store, key.clone())?;
+            let (text, _) = crate::node::terminal::deploy_contract(&mut ledger, &key, &component)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            println!("{text}");
+            println!("The node is stopped: the entries go out when it starts.");
+            Ok(())
+        }
+        // The running node signs with this same key; unlocking it above is what shows that
+        // the caller holds it.
+        Err(LockError::InUse(_)) => {
+            let path = inbox::submit_component(&args.store, &component)
+                .context("cannot write to the node's inbox")?;
+            println!("Handed to the running node; waiting for it to append the deployment...");
+            match inbox::wait_outcome(&path, std::time::Duration::from_secs(args.wait)) {
+                Some(Ok(text)) => {
+                    println!("{text}");
+                    Ok(())
+                }
+                Some(Err(message)) => bail!("the node refused the deployment: {message}"),
+                None => bail!(
+                    "the node did not take the deployment within {} s; it stays queued in {}",
+                    args.wait,
+                    path.display()
+                ),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Which entry point `exec` calls.
@@ -154,6 +233,7 @@ pub fn run(args: ContractArgs) -> anyhow::Result<()> {
         }
         ContractCommand::Inspect { file, json, cache } => inspect(&file, json, &cache),
         ContractCommand::Exec(exec_args) => exec(exec_args),
+        ContractCommand::Deploy(args) => deploy(args),
     }
 }
 

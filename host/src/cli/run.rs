@@ -112,6 +112,10 @@ pub struct RunArgs {
     #[arg(long)]
     dry_run: bool,
 
+    /// The network protocol version to speak (compatibility tests only).
+    #[arg(long, hide = true, default_value_t = crate::net::PROTOCOL_VERSION)]
+    protocol_version: u32,
+
     #[command(flatten)]
     passphrase: PassphraseArgs,
 }
@@ -187,7 +191,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         listen: config.listen.iter().map(ToString::to_string).collect(),
     };
     if !args.dry_run {
-        return run_node(&config, plan, peer, msb, banner);
+        return run_node(&config, plan, peer, msb, banner, args.protocol_version);
     }
     print!("{}", render_banner(&banner));
     println!("Dry run: configuration checked; the node was not started.");
@@ -202,6 +206,7 @@ fn run_node(
     peer: LoadedKey,
     msb: LoadedKey,
     mut banner: BannerInfo,
+    protocol_version: u32,
 ) -> anyhow::Result<()> {
     let history = Some(plan.layout.peer_store.join("terminal-history"));
     let contract = match &plan.subnet {
@@ -223,6 +228,7 @@ fn run_node(
         listen: config.listen.clone(),
         bootstrap,
         mdns: config.mdns,
+        protocol_version,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

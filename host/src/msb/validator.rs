@@ -16,8 +16,9 @@ use crate::store::{StateAccess, StateRecord, StateView, StoreError, range_throug
 /// Most ops appended in one entry.
 pub const MAX_BATCH: usize = 256;
 
-/// Why a validator refused a partial operation.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a validator refused a partial operation (also the answer of a validator reached over the
+/// network).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum Rejection {
     /// This node is not a validator of the network (yet).
     #[error("this node is not a validator")]

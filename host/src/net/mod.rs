@@ -13,7 +13,9 @@
 //!   `{ network, messages: Vec<ledger::Message> }` in the canonical encoding ([`crate::codec`]).
 //!   [`NetHandle::send`] asks one peer and returns what its ledger answered;
 //!   [`NetHandle::push`] announces to every connected peer. Several ledgers (MSB and a subnet)
-//!   share the swarm, told apart by `network`.
+//!   share the swarm, told apart by `network`. A third kind of frame, a **call**
+//!   ([`NetHandle::call`], [`NetEvent::Call`]), carries a service request to the node behind a
+//!   network (submissions to MSB validators, writer requests): opaque bytes both ways.
 //! - **Bounded memory**: frames above [`NetLimits::max_frame_bytes`] are refused from their length
 //!   prefix, before anything is decoded; each peer has an in-flight window and a bounded queue
 //!   (the oldest pushes are dropped and counted, requests fail with [`NetError::QueueFull`]);
@@ -65,7 +67,7 @@ pub use wire::{identify_version, protocol_id};
 use crate::codec;
 use crate::crypto::{Hash32, Keypair, PublicKey};
 use crate::ledger::Message;
-use wire::{FrameKind, LedgerRequest};
+use wire::{FrameKind, LedgerRequest, LedgerResponse};
 
 /// The network protocol version this build speaks (`/trac/<proto>/1`, identify `trac/1`).
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -169,6 +171,18 @@ pub enum NetEvent {
         messages: Vec<Message>,
         /// Where the answer goes.
         reply: oneshot::Sender<Vec<Message>>,
+    },
+    /// A peer calls the node behind `network` ([`NetHandle::call`]); answer through `reply`.
+    /// Dropping `reply` answers with a refusal.
+    Call {
+        /// Who calls.
+        peer: PeerId,
+        /// Which ledger's node.
+        network: Hash32,
+        /// The request, as the caller encoded it (not decoded by the network layer).
+        body: Vec<u8>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Vec<u8>>,
     },
     /// A peer announced messages for the ledger of `network` (already acknowledged).
     Pushed {
@@ -291,6 +305,19 @@ pub enum NetError {
     Stopped,
 }
 
+/// A response of the wrong kind (messages for a call, or the reverse).
+fn unexpected(peer: PeerId, response: &LedgerResponse) -> NetError {
+    let kind = match response {
+        LedgerResponse::Messages(_) => "ledger messages",
+        LedgerResponse::Called(_) => "a call answer",
+        LedgerResponse::Refused(_) => "a refusal",
+    };
+    NetError::Request {
+        peer,
+        reason: format!("unexpected response: {kind}"),
+    }
+}
+
 /// Starts the network.
 #[derive(Debug)]
 pub struct Net;
@@ -368,11 +395,13 @@ impl NetHandle {
         network: Hash32,
         kind: FrameKind,
         messages: Vec<Message>,
+        call: Vec<u8>,
     ) -> Result<libp2p::bytes::Bytes, NetError> {
         let frame = codec::encode(&LedgerRequest {
             network,
             kind,
             messages,
+            call: serde_bytes::ByteBuf::from(call),
         });
         if frame.len() > self.max_frame {
             return Err(NetError::FrameTooLarge {
@@ -391,16 +420,39 @@ impl NetHandle {
         network: Hash32,
         messages: Vec<Message>,
     ) -> Result<Vec<Message>, NetError> {
-        let frame = self.frame(network, FrameKind::Request, messages)?;
-        self.ask(|reply| swarm::Command::Send { peer, frame, reply })
-            .await?
+        let frame = self.frame(network, FrameKind::Request, messages, Vec::new())?;
+        match self
+            .ask(|reply| swarm::Command::Send { peer, frame, reply })
+            .await??
+        {
+            LedgerResponse::Messages(messages) => Ok(messages),
+            other => Err(unexpected(peer, &other)),
+        }
+    }
+
+    /// Calls the node behind `network` on `peer` with `body` (a service request whose
+    /// meaning the nodes agree on) and returns its answer.
+    pub async fn call(
+        &self,
+        peer: PeerId,
+        network: Hash32,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, NetError> {
+        let frame = self.frame(network, FrameKind::Call, Vec::new(), body)?;
+        match self
+            .ask(|reply| swarm::Command::Send { peer, frame, reply })
+            .await??
+        {
+            LedgerResponse::Called(body) => Ok(body.into_vec()),
+            other => Err(unexpected(peer, &other)),
+        }
     }
 
     /// Announces `messages` for the ledger of `network` to every connected peer (fire and
     /// forget; a slow peer's oldest pushes are dropped). Returns how many peers it was queued
     /// for.
     pub async fn push(&self, network: Hash32, messages: Vec<Message>) -> Result<usize, NetError> {
-        let frame = self.frame(network, FrameKind::Push, messages)?;
+        let frame = self.frame(network, FrameKind::Push, messages, Vec::new())?;
         self.ask(|reply| swarm::Command::Push { frame, reply })
             .await
     }

@@ -46,12 +46,12 @@ const TICK: Duration = Duration::from_millis(500);
 /// Bytes of a response frame besides its messages (variant name, array header).
 const RESPONSE_OVERHEAD: usize = 32;
 
-/// Where the answer to a request goes.
-type Reply = oneshot::Sender<Result<Vec<Message>, NetError>>;
+/// Where the answer to a request goes (never [`LedgerResponse::Refused`]: that is an error).
+type Reply = oneshot::Sender<Result<LedgerResponse, NetError>>;
 /// Where the outcome of a dial goes.
 type DialReply = oneshot::Sender<Result<PeerId, NetError>>;
 /// A request from a peer waiting for the node's answer (`None`: no answer in time).
-type PendingAnswer = BoxFuture<'static, (PeerId, ResponseChannel<Bytes>, Option<Vec<Message>>)>;
+type PendingAnswer = BoxFuture<'static, (PeerId, ResponseChannel<Bytes>, Option<LedgerResponse>)>;
 
 /// What a [`NetHandle`] asks of the swarm task.
 #[derive(Debug)]
@@ -874,6 +874,7 @@ impl Task {
             network,
             kind,
             messages,
+            call,
         } = request;
         trace!(%peer, %network, ?kind, count = messages.len(), "ledger frame");
         match kind {
@@ -887,24 +888,50 @@ impl Task {
             }
             FrameKind::Request => {
                 let (reply, answer) = oneshot::channel();
-                if self.emit(NetEvent::Request {
+                let event = NetEvent::Request {
                     peer,
                     network,
                     messages,
                     reply,
-                }) {
-                    // The wait is bounded: a node that neither answers nor drops `reply` must
-                    // not pin the entry here forever.
-                    let timeout = self.settings.request_timeout;
-                    self.answers.push(Box::pin(async move {
-                        let answer = tokio::time::timeout(timeout, answer).await;
-                        (peer, channel, answer.ok().and_then(Result::ok))
-                    }));
-                } else {
-                    let busy = LedgerResponse::Refused("the node is busy; retry later".into());
-                    self.respond(peer, channel, &busy);
-                }
+                };
+                self.await_node(peer, channel, event, answer, LedgerResponse::Messages);
             }
+            FrameKind::Call => {
+                let (reply, answer) = oneshot::channel();
+                let event = NetEvent::Call {
+                    peer,
+                    network,
+                    body: call.into_vec(),
+                    reply,
+                };
+                self.await_node(peer, channel, event, answer, |body| {
+                    LedgerResponse::Called(serde_bytes::ByteBuf::from(body))
+                });
+            }
+        }
+    }
+
+    /// Hands `event` to the node and keeps `channel` until the node's answer comes (wrapped
+    /// by `wrap`) or the request timeout passes; a node that cannot take the event is busy.
+    fn await_node<T: Send + 'static>(
+        &mut self,
+        peer: PeerId,
+        channel: ResponseChannel<Bytes>,
+        event: NetEvent,
+        answer: oneshot::Receiver<T>,
+        wrap: fn(T) -> LedgerResponse,
+    ) {
+        if self.emit(event) {
+            // The wait is bounded: a node that neither answers nor drops `reply` must not pin
+            // the entry here forever.
+            let timeout = self.settings.request_timeout;
+            self.answers.push(Box::pin(async move {
+                let answer = tokio::time::timeout(timeout, answer).await;
+                (peer, channel, answer.ok().and_then(Result::ok).map(wrap))
+            }));
+        } else {
+            let busy = LedgerResponse::Refused("the node is busy; retry later".into());
+            self.respond(peer, channel, &busy);
         }
     }
 
@@ -913,10 +940,17 @@ impl Task {
         &mut self,
         peer: PeerId,
         channel: ResponseChannel<Bytes>,
-        answer: Option<Vec<Message>>,
+        answer: Option<LedgerResponse>,
     ) {
+        let budget = self.settings.max_frame.saturating_sub(RESPONSE_OVERHEAD);
         let response = match answer {
-            Some(messages) => LedgerResponse::Messages(self.fit(messages)),
+            Some(LedgerResponse::Messages(messages)) => {
+                LedgerResponse::Messages(self.fit(messages))
+            }
+            Some(LedgerResponse::Called(body)) if body.len() > budget => LedgerResponse::Refused(
+                format!("the answer of {} bytes exceeds the frame limit", body.len()),
+            ),
+            Some(other) => other,
             None => LedgerResponse::Refused("the node did not answer the request".into()),
         };
         self.respond(peer, channel, &response);
@@ -956,8 +990,8 @@ impl Task {
         }
         let outcome = match result {
             Ok(frame) => match codec::decode::<LedgerResponse>(&frame) {
-                Ok(LedgerResponse::Messages(messages)) => Ok(messages),
                 Ok(LedgerResponse::Refused(reason)) => Err(NetError::Remote { peer, reason }),
+                Ok(response) => Ok(response),
                 Err(e) => {
                     let reason = format!("malformed ledger response: {e}");
                     self.frame_refused(peer, reason.clone());
@@ -1066,6 +1100,7 @@ fn event_name(event: &NetEvent) -> &'static str {
         NetEvent::PeerConnected(..) => "peer-connected",
         NetEvent::PeerDisconnected(_) => "peer-disconnected",
         NetEvent::Request { .. } => "request",
+        NetEvent::Call { .. } => "call",
         NetEvent::Pushed { .. } => "pushed",
         NetEvent::Refused { .. } => "refused",
     }

@@ -30,6 +30,10 @@ pub(crate) enum FrameKind {
     /// An announcement (new entries, checkpoints, acks): the peer acknowledges at once with an
     /// empty answer and hands the messages to its node.
     Push,
+    /// A service call to the node behind `network` (a submission to an MSB validator, a
+    /// request to be added as a subnet writer): `call` carries the request, the answer is a
+    /// [`LedgerResponse::Called`]. `messages` is empty.
+    Call,
 }
 
 /// One request on the ledger protocol.
@@ -39,8 +43,10 @@ pub(crate) struct LedgerRequest {
     pub network: Hash32,
     /// Request or push.
     pub kind: FrameKind,
-    /// The ledger messages.
+    /// The ledger messages (empty for a call).
     pub messages: Vec<Message>,
+    /// The body of a [`FrameKind::Call`] (empty otherwise); the node gives it its meaning.
+    pub call: serde_bytes::ByteBuf,
 }
 
 /// The answer to a [`LedgerRequest`].
@@ -50,6 +56,8 @@ pub(crate) enum LedgerResponse {
     Messages(Vec<Message>),
     /// The peer refused the request (malformed, node busy, ...), with its reason.
     Refused(String),
+    /// The node's answer to a [`FrameKind::Call`].
+    Called(serde_bytes::ByteBuf),
 }
 
 /// How far above the limit an oversized request body is still read (and thrown away) so that

@@ -7,11 +7,16 @@
 //!   subnet `tx` op on every node), with pending transactions persisted in the subnet store;
 //! - [`runner`]: the running node of `trac run` (ledgers, network pump, genesis transfer);
 //! - [`terminal`](mod@terminal): the interactive terminal's commands, run on the pump;
+//! - [`inbox`]: the peer store's lock and the inbox through which tools hand ops to a running
+//!   node;
+//! - [`service`]: calls between nodes (submissions to MSB validators, writer requests);
 //! - [`MsbAccess`]: what that lifecycle needs from MSB; [`LocalMsb`] serves it in process.
 
 pub mod config;
+pub mod inbox;
 mod msb_access;
 pub mod runner;
+pub mod service;
 pub mod terminal;
 pub mod txflow;
 

@@ -61,26 +61,50 @@ pub trait MsbAccess {
     ) -> Result<HashMap<Hash32, Refusal>, LedgerError>;
 }
 
-/// [`MsbAccess`] to an MSB node in this process: its ledger and its validator. Accepted ops
-/// are appended at once (one log entry per submission) unless built with
-/// [`LocalMsb::deferred`]; the entries to broadcast to other MSB nodes collect in
-/// [`LocalMsb::take_messages`].
+/// [`MsbAccess`] to the MSB ledger replica in this process, with either this node's own
+/// validator or, for a node that is not a validator, submissions forwarded to one over the
+/// network ([`LocalMsb::forwarding`]).
+///
+/// With a validator, accepted ops are appended at once (one log entry per submission) unless
+/// built with [`LocalMsb::deferred`]; the entries to broadcast to other MSB nodes collect in
+/// [`LocalMsb::take_messages`]. Forwarding, a submission is only queued
+/// ([`LocalMsb::take_forwarded`]) and counts as accepted: the node sends it to a validator
+/// and reports a refusal to the tx flow when the answer comes.
 pub struct LocalMsb<'a> {
     ledger: &'a mut Ledger<MsbMachine>,
-    validator: &'a mut Validator,
+    validator: Option<&'a mut Validator>,
     flush_each: bool,
     outbox: Vec<Message>,
+    forwarded: Vec<PartialOp>,
 }
 
 impl<'a> LocalMsb<'a> {
-    /// Submissions are appended to the MSB log at once.
+    /// Submissions go to `validator` and are appended to the MSB log at once.
     pub fn new(ledger: &'a mut Ledger<MsbMachine>, validator: &'a mut Validator) -> Self {
         LocalMsb {
             ledger,
-            validator,
+            validator: Some(validator),
             flush_each: true,
             outbox: Vec::new(),
+            forwarded: Vec::new(),
         }
+    }
+
+    /// Submissions are queued for a validator elsewhere ([`LocalMsb::take_forwarded`]);
+    /// heights, preflights and proofs come from `ledger`, the local MSB replica.
+    pub fn forwarding(ledger: &'a mut Ledger<MsbMachine>) -> Self {
+        LocalMsb {
+            ledger,
+            validator: None,
+            flush_each: true,
+            outbox: Vec::new(),
+            forwarded: Vec::new(),
+        }
+    }
+
+    /// The submissions queued for a validator elsewhere.
+    pub fn take_forwarded(&mut self) -> Vec<PartialOp> {
+        std::mem::take(&mut self.forwarded)
     }
 
     /// Submissions wait in the validator's pool until [`LocalMsb::flush`] (batches of up to
@@ -94,7 +118,10 @@ impl<'a> LocalMsb<'a> {
 
     /// Appends the validator's pool to the MSB log.
     pub fn flush(&mut self) -> Result<(), LedgerError> {
-        let entries = self.validator.flush(self.ledger)?;
+        let Some(validator) = self.validator.as_deref_mut() else {
+            return Ok(());
+        };
+        let entries = validator.flush(self.ledger)?;
         self.outbox.extend(entries.into_iter().map(Message::Entry));
         Ok(())
     }
@@ -111,7 +138,7 @@ impl MsbAccess for LocalMsb<'_> {
     }
 
     fn validator(&self) -> Option<PublicKey> {
-        Some(self.validator.public())
+        self.validator.as_ref().map(|v| v.public())
     }
 
     fn heights(&mut self) -> Result<MsbHeights, LedgerError> {
@@ -123,7 +150,7 @@ impl MsbAccess for LocalMsb<'_> {
     }
 
     fn preflight(&mut self, requester: &PublicKey, subnet: &Hash32) -> Result<(), SubmitError> {
-        let validator = self.validator.public();
+        let validator = self.validator.as_ref().map(|v| v.public());
         // In the order a submission meets them: the validator service's own role, then the
         // machine's rules for a `tx` op that need neither the signatures nor the expiry.
         let action = UserAction::Tx {
@@ -134,11 +161,15 @@ impl MsbAccess for LocalMsb<'_> {
         let verdict = self.ledger.read_with_machine(
             false,
             |state, machine| -> Result<Result<(), Rejection>, LedgerError> {
-                if !crate::msb::account(state, &validator)?.has(ROLE_VALIDATOR) {
-                    return Ok(Err(Rejection::NotValidator));
-                }
-                if let Err(refusal) = MsbMachine::check_not_own_validator(requester, &validator) {
-                    return Ok(Err(refusal.into()));
+                // Forwarded submissions meet a validator chosen later: only the rules apply.
+                if let Some(validator) = &validator {
+                    if !crate::msb::account(state, validator)?.has(ROLE_VALIDATOR) {
+                        return Ok(Err(Rejection::NotValidator));
+                    }
+                    if let Err(refusal) = MsbMachine::check_not_own_validator(requester, validator)
+                    {
+                        return Ok(Err(refusal.into()));
+                    }
                 }
                 Ok(machine
                     .preflight(state, requester, &action)?
@@ -149,7 +180,12 @@ impl MsbAccess for LocalMsb<'_> {
     }
 
     fn submit(&mut self, partial: PartialOp) -> Result<Hash32, SubmitError> {
-        let tx_hash = self.validator.submit(self.ledger, partial)?;
+        let Some(validator) = self.validator.as_deref_mut() else {
+            let tx_hash = partial.body.tx_hash(&self.ledger.network());
+            self.forwarded.push(partial);
+            return Ok(tx_hash);
+        };
+        let tx_hash = validator.submit(self.ledger, partial)?;
         if self.flush_each {
             self.flush()?;
         }

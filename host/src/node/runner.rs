@@ -23,20 +23,24 @@
 //! hashes to the id). The genesis is persisted in the store folder
 //! ([`SUBNET_GENESIS_FILE`], [`MSB_GENESIS_FILE`]) so that restarts need no peer.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
 use tokio::sync::{mpsc, oneshot};
 
 use super::config::{MsbStart, StartPlan, SubnetStart, write_atomic};
+use super::inbox::{self, StoreLock};
+use super::service::{ServiceAnswer, ServiceRequest, check_auto_add};
 use super::{LocalMsb, TxFlow};
 use crate::codec;
 use crate::crypto::{Hash32, Keypair, PublicKey};
 use crate::ledger::{Ledger, LedgerLimits, LedgerStatus, LogEntry, Message};
-use crate::msb::{MsbGenesis, MsbMachine, MsbOp, Validator};
+use crate::msb::{
+    MsbGenesis, MsbMachine, MsbOp, PartialOp, ROLE_VALIDATOR, Rejection, SubmitError, Validator,
+};
 use crate::net::{Multiaddr, Net, NetConfig, NetEvent, NetHandle, PeerId};
 use crate::store::{Store, StoreOptions};
 use crate::subnet::ops::deploy_ops;
@@ -54,6 +58,10 @@ pub const PROPOSE_EVERY: Duration = Duration::from_millis(200);
 pub const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// How long a joiner waits for a peer to hand it a genesis before giving up.
 pub const GENESIS_WAIT: Duration = Duration::from_secs(60);
+/// How often a peer that is not a writer asks writers to add it while auto-add is on.
+pub const AUTO_ADD_EVERY: Duration = Duration::from_secs(3);
+/// How long a writer waits before appending another auto-add op for the same peer.
+const AUTO_ADD_MEMORY: Duration = Duration::from_secs(30);
 /// Expiry (subnet checkpoint height) of the creator's first system ops.
 const CREATION_EXPIRY: u64 = 1_000;
 /// Op bytes per creation entry: below the ledger's 4 MiB, with room for the entry's framing.
@@ -78,6 +86,9 @@ pub struct NodeConfig {
     pub bootstrap: Vec<String>,
     /// mDNS discovery.
     pub mdns: bool,
+    /// The network protocol version ([`crate::net::PROTOCOL_VERSION`]; compatibility tests
+    /// set another).
+    pub protocol_version: u32,
 }
 
 /// One ledger's numbers, for `/stats`.
@@ -173,6 +184,30 @@ pub struct Node {
     txflow: TxFlow,
     validator: Validator,
     msb_key: Keypair,
+    /// Outcomes of tracked forwarded submissions (tx hash, the refusal or `None` when no
+    /// validator was reached), for the tx flow.
+    forwarded_tx: mpsc::UnboundedSender<(Hash32, Option<Rejection>)>,
+    forwarded_rx: Option<mpsc::UnboundedReceiver<(Hash32, Option<Rejection>)>>,
+    /// The peer whose validator took the last forwarded submission (asked first next time).
+    validator_peer: Arc<Mutex<Option<PeerId>>>,
+    /// When this peer last asked writers to add it.
+    auto_add_asked: Option<Instant>,
+    /// Peers whose auto-add op this writer appended recently.
+    auto_added: BTreeMap<PublicKey, Instant>,
+    /// The peer store folder (its inbox).
+    peer_store: std::path::PathBuf,
+    /// Held while the node runs.
+    _lock: StoreLock,
+}
+
+/// Where a user op went: this node's own validator answered, or it was forwarded to a
+/// validator over the network whose answer will come through the receiver (`Err(None)`: no
+/// validator could be reached).
+pub enum Submission {
+    /// This node's validator answered.
+    Done(Result<Hash32, SubmitError>),
+    /// Sent to peers' validators.
+    Forwarded(oneshot::Receiver<Result<Hash32, Option<Rejection>>>),
 }
 
 impl std::fmt::Debug for Node {
@@ -235,7 +270,7 @@ fn write_genesis<T: serde::Serialize>(path: &Path, genesis: &T) -> anyhow::Resul
 }
 
 /// Splits ops into entries within the ledger's limits.
-fn entries_of(ops: Vec<Vec<u8>>, limits: &LedgerLimits) -> Vec<Vec<Vec<u8>>> {
+pub(crate) fn entries_of(ops: Vec<Vec<u8>>, limits: &LedgerLimits) -> Vec<Vec<Vec<u8>>> {
     let max_bytes = CREATION_ENTRY_BYTES.min(limits.max_entry_bytes);
     let mut out: Vec<Vec<Vec<u8>>> = Vec::new();
     let mut current: Vec<Vec<u8>> = Vec::new();
@@ -256,6 +291,33 @@ fn entries_of(ops: Vec<Vec<u8>>, limits: &LedgerLimits) -> Vec<Vec<Vec<u8>>> {
     out
 }
 
+/// Opens the subnet ledger of a stopped node's peer store (its persisted genesis) with `key`
+/// as this node's writer key. The caller holds the store's [`StoreLock`].
+pub fn open_subnet_ledger(peer_store: &Path, key: Keypair) -> anyhow::Result<Ledger<SubnetMachine>> {
+    let store = open_store(peer_store)?;
+    let genesis: SubnetGenesis = match read_genesis(&peer_store.join(SUBNET_GENESIS_FILE))? {
+        Some(g) => g,
+        None => genesis_in_store(&store, |s| SubnetMachine::genesis_in(s))?.ok_or_else(|| {
+            anyhow!(
+                "{} holds no subnet yet: start the node once first",
+                peer_store.display()
+            )
+        })?,
+    };
+    let runtime = crate::subnet::replay::runtime(Some(
+        &peer_store.join(crate::subnet::replay::CACHE_DIR_NAME),
+    ))?;
+    let id = genesis.id();
+    Ledger::open(
+        store,
+        SubnetMachine::standard(genesis, runtime),
+        id,
+        Some(key),
+        LedgerLimits::default(),
+    )
+    .context("cannot open the subnet ledger")
+}
+
 /// Asks connected peers for the genesis of `id` until one answers with a genesis that hashes
 /// to it (`decode` checks that), or [`GENESIS_WAIT`] passes.
 async fn fetch_genesis<T>(
@@ -267,8 +329,20 @@ async fn fetch_genesis<T>(
     let channel = genesis_channel(id);
     let deadline = tokio::time::Instant::now() + GENESIS_WAIT;
     tracing::info!(%id, "asking peers for the {what} genesis");
+    let mut refused_since: Option<tokio::time::Instant> = None;
     while tokio::time::Instant::now() < deadline {
         let peers = net.connected_peers().await.unwrap_or_default();
+        // Peers that refused this node (another protocol version) will not hand anything
+        // over: say so rather than wait out the deadline.
+        let refused = net.stats().await.map_or(0, |s| s.refused_peers);
+        if peers.is_empty() && refused > 0 {
+            let since = *refused_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() > Duration::from_secs(3) {
+                bail!(
+                    "cannot fetch the {what} genesis: the peers refused this node or were refused by it (see the warning above: protocol versions must match)"
+                );
+            }
+        }
         for (peer, _) in peers {
             match net.send(peer, channel, Vec::new()).await {
                 Ok(messages) => {
@@ -305,10 +379,12 @@ impl Node {
     pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
         let layout = config.plan.layout.clone();
         layout.create()?;
+        let lock = StoreLock::acquire(&layout.peer_store)?;
         let mut net_config = NetConfig::new(config.peer_key.clone());
         net_config.listen = config.listen.clone();
         net_config.bootstrap = config.bootstrap.clone();
         net_config.mdns = config.mdns;
+        net_config.protocol_version = config.protocol_version;
         let (net, events) = Net::start(net_config).context("cannot start the network")?;
 
         // MSB genesis: the persisted one, else created (dev) or fetched (joiner).
@@ -445,7 +521,15 @@ impl Node {
             .context("cannot reload the pending transactions")?;
 
         // Events that arrived meanwhile stay queued for the pump (bounded by the net layer).
+        let (forwarded_tx, forwarded_rx) = mpsc::unbounded_channel();
         Ok(Node {
+            forwarded_tx,
+            forwarded_rx: Some(forwarded_rx),
+            peer_store: layout.peer_store.clone(),
+            _lock: lock,
+            validator_peer: Arc::new(Mutex::new(None)),
+            auto_add_asked: None,
+            auto_added: BTreeMap::new(),
             msb,
             subnet,
             msb_genesis,
@@ -486,14 +570,109 @@ impl Node {
         &mut self.subnet
     }
 
-    /// The subnet ledger, the MSB access (this node's MSB ledger and validator) and the tx
-    /// flow at once, for `/tx`. Messages left in the [`LocalMsb`] must be broadcast on MSB.
+    /// The subnet ledger, the MSB access and the tx flow at once, for `/tx`. The MSB access
+    /// is this node's MSB ledger with its validator when it is one, else with submissions
+    /// forwarded ([`LocalMsb::forwarding`]). Messages left in the [`LocalMsb`] must be
+    /// broadcast on MSB and forwarded submissions handed to [`Node::forward`].
     pub fn tx_parts(&mut self) -> (&mut Ledger<SubnetMachine>, LocalMsb<'_>, &mut TxFlow) {
-        (
-            &mut self.subnet,
-            LocalMsb::new(&mut self.msb, &mut self.validator),
-            &mut self.txflow,
+        let access = if self.is_validator() {
+            LocalMsb::new(&mut self.msb, &mut self.validator)
+        } else {
+            LocalMsb::forwarding(&mut self.msb)
+        };
+        (&mut self.subnet, access, &mut self.txflow)
+    }
+
+    /// Whether this node's MSB key is a validator (latest MSB view).
+    pub fn is_validator(&mut self) -> bool {
+        let key = self.msb_key.public();
+        matches!(
+            self.msb.read(false, |s| crate::msb::account(s, &key)),
+            Ok(Ok(account)) if account.has(ROLE_VALIDATOR)
         )
+    }
+
+    /// The MSB admin (from the MSB genesis).
+    pub fn msb_admin(&self) -> PublicKey {
+        self.msb_genesis.admin
+    }
+
+    /// The MSB node key (validator identity, MSB log writer).
+    pub fn msb_key(&self) -> &Keypair {
+        &self.msb_key
+    }
+
+    /// Hands a user op to an MSB validator: this node's own when it is one (appended and
+    /// broadcast at once), else a peer's over the network.
+    pub fn submit_user_op(&mut self, partial: PartialOp) -> Submission {
+        if !self.is_validator() {
+            return Submission::Forwarded(self.forward(partial, false));
+        }
+        let network = self.msb.network();
+        let (result, messages) = {
+            let mut access = LocalMsb::new(&mut self.msb, &mut self.validator);
+            let result = crate::node::MsbAccess::submit(&mut access, partial);
+            (result, access.take_messages())
+        };
+        self.broadcast(network, messages);
+        Submission::Done(result)
+    }
+
+    /// Sends a user op to the validators among the connected peers (the one that took the
+    /// last op first; a peer answering "not a validator" passes it on to the next) from a
+    /// task. `track`: the outcome of a refused or undelivered op also goes to the tx flow
+    /// ([`TxFlow::forward_failed`]).
+    pub fn forward(
+        &self,
+        partial: PartialOp,
+        track: bool,
+    ) -> oneshot::Receiver<Result<Hash32, Option<Rejection>>> {
+        let (reply, outcome) = oneshot::channel();
+        let network = self.msb.network();
+        let tx_hash = partial.body.tx_hash(&network);
+        let preferred = self.validator_peer.lock().ok().and_then(|p| *p);
+        let mut peers: Vec<PeerId> = preferred.into_iter().collect();
+        peers.extend(self.peers.iter().filter(|p| Some(**p) != preferred));
+        let net = self.net.clone();
+        let remember = self.validator_peer.clone();
+        let tracker = track.then(|| self.forwarded_tx.clone());
+        let body = ServiceRequest::Submit(partial).encode();
+        spawn(async move {
+            let mut result = Err(None);
+            for peer in peers {
+                let answer = match net.call(peer, network, body.clone()).await {
+                    Ok(bytes) => ServiceAnswer::decode(&bytes),
+                    Err(e) => {
+                        tracing::debug!(%peer, "submission not delivered: {e}");
+                        continue;
+                    }
+                };
+                result = match answer {
+                    ServiceAnswer::Submitted(hash) => Ok(hash),
+                    ServiceAnswer::Rejected(Rejection::NotValidator) => continue,
+                    ServiceAnswer::Rejected(rejection) => Err(Some(rejection)),
+                    other => {
+                        tracing::debug!(%peer, ?other, "unexpected answer to a submission");
+                        continue;
+                    }
+                };
+                if let Ok(mut slot) = remember.lock() {
+                    *slot = Some(peer);
+                }
+                break;
+            }
+            match &result {
+                Ok(hash) => tracing::info!(tx = %hash, "submitted to a validator"),
+                Err(reason) => {
+                    tracing::info!(tx = %tx_hash, ?reason, "no validator took the op");
+                    if let Some(tracker) = tracker {
+                        let _ = tracker.send((tx_hash, reason.clone()));
+                    }
+                }
+            }
+            let _ = reply.send(result);
+        });
+        outcome
     }
 
     /// The peer key.
@@ -573,6 +752,8 @@ impl Node {
         let mut sync = tokio::time::interval(SYNC_EVERY);
         sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut commands_open = true;
+        let (_, idle) = mpsc::unbounded_channel();
+        let mut forwarded = self.forwarded_rx.take().unwrap_or(idle);
         tokio::pin!(stop);
         // The creator's first entries go out as soon as peers ask (sync), and now.
         self.announce_tips();
@@ -599,10 +780,19 @@ impl Node {
                         self.ask(peer, network, requests, &answers_tx);
                     }
                 }
+                Some((tx_hash, rejection)) = forwarded.recv() => {
+                    match self.txflow.forward_failed(&tx_hash, rejection) {
+                        Ok(Some(outcome)) => tracing::info!(tx = %tx_hash, ?outcome, "transaction"),
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(tx = %tx_hash, "cannot record the validator's answer: {e}"),
+                    }
+                }
                 _ = propose.tick() => self.propose(),
                 _ = sync.tick() => {
                     self.sync(&answers_tx);
                     self.poll_txs();
+                    self.ask_to_write();
+                    self.drain_inbox();
                 }
                 command = commands.recv(), if commands_open => match command {
                     Some(command) => self.on_command(command),
@@ -759,6 +949,15 @@ impl Node {
                 }
                 let _ = reply.send(answer);
             }
+            NetEvent::Call {
+                peer,
+                network,
+                body,
+                reply,
+            } => {
+                let answer = self.serve(peer, network, &body);
+                let _ = reply.send(answer.encode());
+            }
             NetEvent::Pushed {
                 peer,
                 network,
@@ -903,10 +1102,14 @@ impl Node {
         if self.txflow.pending().is_empty() {
             return;
         }
-        let mut access = LocalMsb::new(&mut self.msb, &mut self.validator);
-        let report = self.txflow.poll(&mut self.subnet, &mut access);
+        let (subnet, mut access, flow) = self.tx_parts();
+        let report = flow.poll(subnet, &mut access);
         let msb_messages = access.take_messages();
+        let forwarded = access.take_forwarded();
         self.push(self.msb.network(), msb_messages);
+        for partial in forwarded {
+            drop(self.forward(partial, true));
+        }
         match report {
             Ok(report) => {
                 for tx in &report.txs {
@@ -916,6 +1119,142 @@ impl Node {
             }
             Err(e) => tracing::warn!("polling the pending transactions failed: {e}"),
         }
+    }
+
+    /// Deploys the components tools dropped in the inbox ([`crate::node::inbox`]) as
+    /// `/deploy_contract` would, and records each outcome for the tool.
+    fn drain_inbox(&mut self) {
+        for path in inbox::pending(&self.peer_store) {
+            let command = crate::terminal::Command::DeployContract { file: path.clone() };
+            let outcome = match super::terminal::start(self, command) {
+                super::terminal::Answer::Now(outcome) => outcome,
+                super::terminal::Answer::Later(_) => Err("unexpected deferred answer".into()),
+            };
+            match &outcome {
+                Ok(text) => tracing::info!(file = %path.display(), "inbox deploy: {text}"),
+                Err(e) => tracing::warn!(file = %path.display(), "inbox deploy refused: {e}"),
+            }
+            inbox::finish(&path, &outcome);
+        }
+    }
+
+    /// Answers a peer's service call ([`crate::node::service`]).
+    fn serve(&mut self, peer: PeerId, network: Hash32, body: &[u8]) -> ServiceAnswer {
+        let request = match ServiceRequest::decode(body) {
+            Ok(request) => request,
+            Err(refusal) => return refusal,
+        };
+        match request {
+            ServiceRequest::Submit(partial) if network == self.msb.network() => {
+                if !self.is_validator() {
+                    return ServiceAnswer::Rejected(Rejection::NotValidator);
+                }
+                match self.submit_user_op(partial) {
+                    Submission::Done(Ok(hash)) => ServiceAnswer::Submitted(hash),
+                    Submission::Done(Err(SubmitError::Rejected(r))) => ServiceAnswer::Rejected(r),
+                    Submission::Done(Err(SubmitError::Node(e))) => {
+                        tracing::warn!(%peer, "a forwarded submission failed here: {e}");
+                        ServiceAnswer::Refused(format!("the validator's node failed: {e}"))
+                    }
+                    Submission::Forwarded(_) => ServiceAnswer::Rejected(Rejection::NotValidator),
+                }
+            }
+            ServiceRequest::AutoAddWriter(op) if network == self.subnet.network() => {
+                match self.append_auto_add(peer, op.into_vec()) {
+                    Ok(answer) => answer,
+                    Err(reason) => ServiceAnswer::Refused(reason),
+                }
+            }
+            _ => ServiceAnswer::Refused(format!("no such service on network {network}")),
+        }
+    }
+
+    /// A writer lends its log to a peer's own `autoAddWriter` op while auto-add is on.
+    fn append_auto_add(&mut self, peer: PeerId, op: Vec<u8>) -> Result<ServiceAnswer, String> {
+        let caller = crate::net::public_key_of(&peer)
+            .ok_or_else(|| "the caller's identity is not a peer key".to_string())?;
+        check_auto_add(&self.subnet.network(), &caller, &op)?;
+        if self.writable() != Some(true) {
+            return Err("this peer is not a writer".to_string());
+        }
+        let (enabled, writer, banned) = self
+            .subnet
+            .read(false, |s| -> Result<_, crate::ledger::LedgerError> {
+                Ok((
+                    SubnetMachine::auto_add_writers(s)?,
+                    s.get(&keys::writer(&caller))?.is_some(),
+                    SubnetMachine::is_banned(s, &caller)?,
+                ))
+            })
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        if writer {
+            return Ok(ServiceAnswer::Appended);
+        }
+        if !enabled {
+            return Err("auto-add of writers is off on this subnet".to_string());
+        }
+        if banned {
+            return Err(format!("{caller} was removed and cannot re-add itself"));
+        }
+        let now = Instant::now();
+        self.auto_added
+            .retain(|_, at| now.duration_since(*at) < AUTO_ADD_MEMORY);
+        if self.auto_added.contains_key(&caller) {
+            return Ok(ServiceAnswer::Appended);
+        }
+        let entry = self
+            .subnet
+            .append(vec![op])
+            .map_err(|e| format!("cannot append: {e}"))?;
+        self.auto_added.insert(caller, now);
+        tracing::info!(%caller, "auto-add request appended");
+        self.push(self.subnet.network(), vec![Message::Entry(entry)]);
+        Ok(ServiceAnswer::Appended)
+    }
+
+    /// While this peer is not a writer and the subnet's auto-add is on, asks the connected
+    /// peers (every [`AUTO_ADD_EVERY`]) to append its signed `autoAddWriter` op.
+    fn ask_to_write(&mut self) {
+        if self.peers.is_empty()
+            || self
+                .auto_add_asked
+                .is_some_and(|at| at.elapsed() < AUTO_ADD_EVERY)
+            || self.writable() != Some(false)
+        {
+            return;
+        }
+        let me = self.peer_key.public();
+        let wanted = self.subnet.read(false, |s| {
+            Ok::<_, crate::ledger::LedgerError>(
+                SubnetMachine::auto_add_writers(s)? && !SubnetMachine::is_banned(s, &me)?,
+            )
+        });
+        if !matches!(wanted, Ok(Ok(true))) {
+            return;
+        }
+        self.auto_add_asked = Some(Instant::now());
+        let expires = self.subnet.status().latest_height + super::terminal::OP_EXPIRY;
+        let op = OpSigner::new(self.peer_key.clone(), self.subnet.network())
+            .sign(Action::AutoAddWriter, expires);
+        let body = ServiceRequest::AutoAddWriter(serde_bytes::ByteBuf::from(op)).encode();
+        let network = self.subnet.network();
+        let peers: Vec<PeerId> = self.peers.iter().copied().collect();
+        let net = self.net.clone();
+        spawn(async move {
+            for peer in peers {
+                match net.call(peer, network, body.clone()).await {
+                    Ok(bytes) => match ServiceAnswer::decode(&bytes) {
+                        ServiceAnswer::Appended => {
+                            tracing::info!(%peer, "a writer appended this peer's auto-add request");
+                            return;
+                        }
+                        other => tracing::debug!(%peer, ?other, "auto-add request not taken"),
+                    },
+                    Err(e) => tracing::debug!(%peer, "auto-add request failed: {e}"),
+                }
+            }
+        });
     }
 
     fn sync(&mut self, answers: &mpsc::Sender<(PeerId, Hash32, Vec<Message>)>) {

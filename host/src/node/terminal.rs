@@ -7,22 +7,27 @@
 //!   (expiring at the latest height + [`OP_EXPIRY`]) and broadcast, after a local check like
 //!   the reference's ("Only the admin can …", "Peer is not writable.");
 //! - `/tx` through [`crate::node::TxFlow`], `/deploy_subnet` and `/transfer` as user ops
-//!   submitted to this node's own MSB validator (a dev network's admin node; elsewhere the
-//!   refusal says that a reachable validator is needed), `/balance`, `/msb`;
-//! - any other command goes to the contract's run-command, read-only on the confirmed state.
-//!
+//!   signed by the peer key and submitted to this node's own MSB validator when it is one,
+//!   else to a peer's validator over the network (the terminal waits for its answer);
+//!   `/balance`, `/msb`;
 //! - `/add_admin` (the creator, while the subnet has no admin) and `/deploy_contract` (the
-//!   admin: the component's deploy ops, in entries within the ledger's limits).
-//!
-//! Not yet: the `/msb_*` administration commands.
+//!   admin: the component's deploy ops, in entries within the ledger's limits);
+//! - the MSB administration: `/msb_add_whitelist`, `/msb_add_indexer`, `/msb_remove_indexer`,
+//!   `/msb_remove_validator` as admin ops in this node's MSB log (its MSB key must be the MSB
+//!   admin); `/msb_join_validators` and `/msb_leave_validators` as user ops of the MSB key,
+//!   co-signed by another validator;
+//! - any other command goes to the contract's run-command, read-only on the confirmed state.
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::runner::{Command as NodeCommand, Node};
-use crate::crypto::PublicKey;
+use super::runner::{Command as NodeCommand, Node, Submission};
+use crate::crypto::{Hash32, Keypair, PublicKey};
 use crate::ledger::Message;
-use crate::msb::{Account, FEE, PartialOp, Rejection, SubmitError, UserAction, UserBody};
-use crate::node::{MsbAccess, TxFlowError};
+use crate::msb::{
+    Account, AdminAction, AdminOp, FEE, MsbOp, PartialOp, Rejection, SubmitError, UserAction,
+    UserBody,
+};
+use crate::node::TxFlowError;
 use crate::subnet::ops::deploy_ops;
 use crate::subnet::{Action, OpSigner, SubnetMachine, SubnetOp, encode_op, keys};
 use crate::terminal::{Command, Executor};
@@ -51,13 +56,18 @@ impl Executor for NodeExecutor {
         }
         let (tx, rx) = oneshot::channel();
         let task: Box<dyn FnOnce(&mut Node) + Send> = Box::new(move |node: &mut Node| {
-            let _ = tx.send(run(node, command));
+            let _ = tx.send(start(node, command));
         });
         self.commands
             .blocking_send(NodeCommand::Run(task))
             .map_err(|_| "the node has stopped".to_string())?;
-        rx.blocking_recv()
+        match rx
+            .blocking_recv()
             .map_err(|_| "the node has stopped".to_string())?
+        {
+            Answer::Now(result) => result,
+            Answer::Later(wait) => wait(),
+        }
     }
 
     fn app_commands(&self) -> Vec<(String, String, String)> {
@@ -76,6 +86,55 @@ impl Executor for NodeExecutor {
             }
             Err(_) => Vec::new(),
         }
+    }
+}
+
+/// What a command gives: its result, or (for work a peer finishes) a wait for it, run on the
+/// terminal's thread so that the node's pump never waits.
+pub enum Answer {
+    /// The result.
+    Now(Result<String, String>),
+    /// Blocks until the result comes.
+    Later(Box<dyn FnOnce() -> Result<String, String> + Send>),
+}
+
+/// Runs one command on the node; commands whose answer comes from a peer return a wait.
+pub fn start(node: &mut Node, command: Command) -> Answer {
+    let me = node.peer_key().public();
+    let msb_key = node.msb_key().clone();
+    match command {
+        Command::Tx { command, sim } => tx(node, &command, sim),
+        Command::DeploySubnet => {
+            let subnet = node.subnet_id();
+            let channel = node.subnet_channel().to_string();
+            let key = node.peer_key().clone();
+            user_op(node, &key, UserAction::DeploySubnet { subnet, channel })
+        }
+        Command::Transfer { to, amount } => {
+            let key = node.peer_key().clone();
+            user_op(node, &key, UserAction::Transfer { to, amount })
+        }
+        // The MSB key joins or leaves: another validator co-signs.
+        Command::MsbJoinValidators => forwarded_user_op(node, &msb_key, UserAction::JoinValidators),
+        Command::MsbLeaveValidators => {
+            forwarded_user_op(node, &msb_key, UserAction::LeaveValidators)
+        }
+        Command::MsbAddWhitelist { address } => msb_admin_op(
+            node,
+            AdminAction::Whitelist {
+                account: address,
+            },
+        ),
+        Command::MsbAddIndexer { address } => {
+            msb_admin_op(node, AdminAction::AddIndexer { key: address })
+        }
+        Command::MsbRemoveIndexer { address } => {
+            msb_admin_op(node, AdminAction::RemoveIndexer { key: address })
+        }
+        Command::MsbRemoveValidator { address } => {
+            msb_admin_op(node, AdminAction::RemoveValidator { key: address })
+        }
+        command => Answer::Now(run(node, me, command)),
     }
 }
 
@@ -158,47 +217,90 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A submission failure, with a hint when this node is not an MSB validator.
-fn submit_error(error: impl std::fmt::Display, not_validator: bool) -> String {
-    if not_validator {
-        format!(
-            "{error} (submitting needs the MSB validator: this node's MSB key is not one; submission to a validator over the network is not available yet)"
-        )
-    } else {
-        error.to_string()
-    }
+/// The text of a submission's outcome.
+fn submitted(result: Result<Hash32, SubmitError>) -> Result<String, String> {
+    result
+        .map(|tx| format!("MSB TX broadcasted: {tx}"))
+        .map_err(|e| e.to_string())
 }
 
-/// Signs a user op with the peer key and submits it to this node's MSB validator; the
-/// appended MSB entries are broadcast.
-fn user_op(node: &mut Node, action: UserAction) -> Result<String, String> {
+/// Waits on the terminal's thread for a validator reached over the network.
+fn wait_for_validator(
+    outcome: oneshot::Receiver<Result<Hash32, Option<Rejection>>>,
+    tracked: bool,
+) -> Answer {
+    Answer::Later(Box::new(move || match outcome.blocking_recv() {
+        Ok(Ok(tx)) => Ok(format!("MSB TX broadcasted: {tx}")),
+        Ok(Err(Some(rejection))) => Err(rejection.to_string()),
+        Ok(Err(None)) if tracked => Err(
+            "no connected peer is an MSB validator: the transaction stays pending and is submitted again"
+                .to_string(),
+        ),
+        Ok(Err(None)) => Err("no connected peer is an MSB validator".to_string()),
+        Err(_) => Err("the node has stopped".to_string()),
+    }))
+}
+
+/// A user op of `key` for `action`, valid for [`OP_EXPIRY`] MSB heights.
+fn sign_user_op(node: &mut Node, key: &Keypair, action: UserAction) -> PartialOp {
     let network = node.msb_id();
     let body = UserBody {
         action,
-        requester: node.peer_key().public(),
+        requester: key.public(),
         nonce: now_ms(),
         expires: node.msb_mut().status().latest_height + OP_EXPIRY,
     };
-    let partial = PartialOp::sign(node.peer_key(), &network, body);
-    let (result, messages) = {
-        let (_, mut access, _) = node.tx_parts();
-        let result = access.submit(partial);
-        (result, access.take_messages())
-    };
-    node.broadcast(network, messages);
-    match result {
-        Ok(tx) => Ok(format!("MSB TX broadcasted: {tx}")),
-        Err(e) => {
-            let not_validator = matches!(e, SubmitError::Rejected(Rejection::NotValidator));
-            Err(submit_error(e, not_validator))
-        }
+    PartialOp::sign(key, &network, body)
+}
+
+/// Signs a user op with `key` and submits it to this node's MSB validator, or forwards it
+/// to a peer's.
+fn user_op(node: &mut Node, key: &Keypair, action: UserAction) -> Answer {
+    let partial = sign_user_op(node, key, action);
+    match node.submit_user_op(partial) {
+        Submission::Done(result) => Answer::Now(submitted(result)),
+        Submission::Forwarded(outcome) => wait_for_validator(outcome, false),
     }
 }
 
-/// `/tx`: maps the command with the contract, then simulates or submits it.
-fn tx(node: &mut Node, command: &str, sim: bool) -> Result<String, String> {
+/// Signs a user op with `key` and forwards it to a peer's validator (for the ops a node's own
+/// validator may not co-sign).
+fn forwarded_user_op(node: &mut Node, key: &Keypair, action: UserAction) -> Answer {
+    let partial = sign_user_op(node, key, action);
+    wait_for_validator(node.forward(partial, false), false)
+}
+
+/// Appends an MSB admin op to this node's MSB log (its MSB key must be the MSB admin).
+fn msb_admin_op(node: &mut Node, action: AdminAction) -> Answer {
+    Answer::Now((|| {
+        let key = node.msb_key().clone();
+        if node.msb_admin() != key.public() {
+            return Err(format!(
+                "Only the MSB admin can {}: this node's MSB key is {}, the admin is {}.",
+                action.name(),
+                key.public(),
+                node.msb_admin()
+            ));
+        }
+        let network = node.msb_id();
+        let expires = node.msb_mut().status().latest_height + OP_EXPIRY;
+        let name = action.name();
+        let op = AdminOp::sign(&key, &network, action, now_ms(), expires);
+        let tx = AdminOp::signed_hash(&network, &op.action, op.nonce, op.expires);
+        let entry = node
+            .msb_mut()
+            .append(vec![crate::msb::ops::encode_op(&MsbOp::Admin(op))])
+            .map_err(|e| format!("cannot append the op: {e}"))?;
+        node.broadcast(network, vec![Message::Entry(entry)]);
+        Ok(format!("MSB {name} appended: {tx}"))
+    })())
+}
+
+/// `/tx`: maps the command with the contract, then simulates or submits it (to this node's
+/// validator, or forwarded to a peer's).
+fn tx(node: &mut Node, command: &str, sim: bool) -> Answer {
     let me = node.peer_key().public();
-    let (result, messages) = {
+    let (result, messages, forwarded) = {
         let (subnet, mut access, flow) = node.tx_parts();
         let result = flow.map(subnet, command).and_then(|call| {
             if sim {
@@ -217,14 +319,14 @@ fn tx(node: &mut Node, command: &str, sim: bool) -> Result<String, String> {
                     .map(|tx| format!("MSB TX broadcasted: {tx}"))
             }
         });
-        (result, access.take_messages())
+        (result, access.take_messages(), access.take_forwarded())
     };
     let network = node.msb_id();
     node.broadcast(network, messages);
-    result.map_err(|e| {
-        let not_validator = matches!(e, TxFlowError::Rejected(Rejection::NotValidator));
-        submit_error(e, not_validator)
-    })
+    match (result, forwarded.into_iter().next()) {
+        (Ok(_), Some(partial)) => wait_for_validator(node.forward(partial, true), true),
+        (result, _) => Answer::Now(result.map_err(|e: TxFlowError| e.to_string())),
+    }
 }
 
 fn msb_account(node: &mut Node, key: &PublicKey) -> Result<Account, String> {
@@ -238,24 +340,7 @@ fn msb_account(node: &mut Node, key: &PublicKey) -> Result<Account, String> {
 /// Appends raw ops to this node's subnet log, in entries within the ledger's limits, and
 /// broadcasts them; returns how many entries were appended.
 fn append_ops(node: &mut Node, ops: Vec<Vec<u8>>) -> Result<usize, String> {
-    let limits = crate::ledger::LedgerLimits::default();
-    let max_bytes = ((4usize << 20) - (64 << 10)).min(limits.max_entry_bytes);
-    let mut batches: Vec<Vec<Vec<u8>>> = Vec::new();
-    let mut current: Vec<Vec<u8>> = Vec::new();
-    let mut bytes = 0;
-    for op in ops {
-        if !current.is_empty()
-            && (current.len() >= limits.max_ops_per_entry || bytes + op.len() > max_bytes)
-        {
-            batches.push(std::mem::take(&mut current));
-            bytes = 0;
-        }
-        bytes += op.len();
-        current.push(op);
-    }
-    if !current.is_empty() {
-        batches.push(current);
-    }
+    let batches = super::runner::entries_of(ops, &crate::ledger::LedgerLimits::default());
     let network = node.subnet_id();
     let mut entries = Vec::new();
     for batch in batches {
@@ -268,6 +353,46 @@ fn append_ops(node: &mut Node, ops: Vec<Vec<u8>>) -> Result<usize, String> {
     let count = entries.len();
     node.broadcast(network, entries);
     Ok(count)
+}
+
+/// Deploys `component` on the subnet of `ledger` as its admin `key`: checks that `key` is
+/// the admin (latest view) and that the component validates under the subnet's limits, then
+/// appends its deploy ops (announcement and chunks, in entries within the ledger's limits).
+/// Returns the text to show and the entries to broadcast.
+pub fn deploy_contract(
+    ledger: &mut crate::ledger::Ledger<SubnetMachine>,
+    key: &Keypair,
+    component: &[u8],
+) -> Result<(String, Vec<Message>), String> {
+    let (admin, params) = ledger
+        .read(false, |s| -> Result<_, crate::ledger::LedgerError> {
+            Ok((SubnetMachine::admin(s)?, SubnetMachine::params(s)?))
+        })
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    if admin != Some(key.public()) {
+        return Err("Only the admin can deploy contracts.".to_string());
+    }
+    crate::runtime::validate_component(component, &params.limits)
+        .map_err(|e| format!("the component is refused: {e}"))?;
+    let expires = ledger.status().latest_height + OP_EXPIRY;
+    let signer = OpSigner::new(key.clone(), ledger.network());
+    let ops = deploy_ops(&signer, component, expires);
+    let chunks = ops.len() - 1;
+    let mut entries = Vec::new();
+    for batch in super::runner::entries_of(ops, &crate::ledger::LedgerLimits::default()) {
+        let entry = ledger
+            .append(batch)
+            .map_err(|e| format!("cannot append the ops: {e}"))?;
+        entries.push(Message::Entry(entry));
+    }
+    let text = format!(
+        "Contract {} deploying: {} bytes in {chunks} chunks, {} entries appended.",
+        crate::crypto::hash(component),
+        component.len(),
+        entries.len()
+    );
+    Ok((text, entries))
 }
 
 /// Signs `action`, appends it to this node's subnet log and broadcasts the entry.
@@ -299,9 +424,8 @@ fn writable_op(node: &mut Node, action: Action) -> Result<String, String> {
     append(node, action)
 }
 
-/// Runs one command on the node.
-pub fn run(node: &mut Node, command: Command) -> Result<String, String> {
-    let me = node.peer_key().public();
+/// Runs one command that needs no peer's answer ([`start`] takes the others).
+fn run(node: &mut Node, me: PublicKey, command: Command) -> Result<String, String> {
     match command {
         Command::Stats => {
             let mut text = node.stats().render();
@@ -404,29 +528,14 @@ pub fn run(node: &mut Node, command: Command) -> Result<String, String> {
             Ok(format!("addAdmin appended ({address})."))
         }
         Command::DeployContract { file } => {
-            if !is_admin(node)? {
-                return Err("Only the admin can deploy contracts.".to_string());
-            }
             let component =
                 std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-            let expires = node.subnet_mut().status().latest_height + OP_EXPIRY;
-            let signer = OpSigner::new(node.peer_key().clone(), node.subnet_id());
-            let ops = deploy_ops(&signer, &component, expires);
-            let chunks = ops.len() - 1;
-            let entries = append_ops(node, ops)?;
-            Ok(format!(
-                "Contract {} deploying: {} bytes in {chunks} chunks, {entries} entries appended.",
-                crate::crypto::hash(&component),
-                component.len()
-            ))
+            let key = node.peer_key().clone();
+            let network = node.subnet_id();
+            let (text, entries) = deploy_contract(node.subnet_mut(), &key, &component)?;
+            node.broadcast(network, entries);
+            Ok(text)
         }
-        Command::Tx { command, sim } => tx(node, &command, sim),
-        Command::DeploySubnet => {
-            let subnet = node.subnet_id();
-            let channel = node.subnet_channel().to_string();
-            user_op(node, UserAction::DeploySubnet { subnet, channel })
-        }
-        Command::Transfer { to, amount } => user_op(node, UserAction::Transfer { to, amount }),
         Command::Balance { address } => {
             let key = address.unwrap_or(me);
             let account = msb_account(node, &key)?;
@@ -438,21 +547,29 @@ pub fn run(node: &mut Node, command: Command) -> Result<String, String> {
         Command::Msb => {
             let status = node.msb_mut().status();
             let account = msb_account(node, &me)?;
+            let msb_key = node.msb_key().public();
+            let validator = node.is_validator();
             Ok(format!(
-                "MSB network: {}\nFinal height: {}, latest height: {}, entries: {}\nPeer address: {me}\nBalance: {}\nFee: {}",
+                "MSB network: {}\nFinal height: {}, latest height: {}, entries: {}\nPeer address: {me}\nBalance: {}\nFee: {}\nMSB node key: {msb_key} (validator {})",
                 node.msb_id(),
                 status.final_height,
                 status.latest_height,
                 status.entries,
                 account.balance,
-                FEE
+                FEE,
+                yes(validator)
             ))
         }
         Command::App { name, args } => app_command(node, &name, &args),
-        other => Err(format!(
-            "{} is not available in this node yet",
-            other.name()
-        )),
+        Command::Help => {
+            let app = app_commands(node)?;
+            let app: Vec<(&str, &str, &str)> = app
+                .iter()
+                .map(|(n, u, h)| (n.as_str(), u.as_str(), h.as_str()))
+                .collect();
+            Ok(crate::terminal::help_text(&app))
+        }
+        other => Err(format!("{} is handled elsewhere", other.name())),
     }
 }
 

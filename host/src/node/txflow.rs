@@ -763,6 +763,48 @@ impl TxFlow {
         Ok(None)
     }
 
+    /// A validator reached over the network did not take a transaction this flow counted as
+    /// submitted ([`crate::node::LocalMsb::forwarding`]): `rejection` is its answer, `None`
+    /// when no validator could be reached. A refusal of the rules drops the record; a busy,
+    /// missing or unreachable validator sends it back to be submitted again on the next poll;
+    /// an op already pending or applied stays submitted. `None` when the tx is not pending.
+    pub fn forward_failed(
+        &mut self,
+        tx_hash: &Hash32,
+        rejection: Option<Rejection>,
+    ) -> Result<Option<TxOutcome>, TxFlowError> {
+        let Some(record) = self.pending.get(tx_hash) else {
+            return Ok(None);
+        };
+        let outcome = match rejection {
+            Some(Rejection::Pending(_))
+            | Some(Rejection::Refused {
+                code: RefusalCode::Duplicate,
+                ..
+            }) => return Ok(None),
+            None => TxOutcome::Waiting(WaitReason::Resubmit(
+                "no MSB validator is reachable".to_string(),
+            )),
+            Some(rejection @ (Rejection::Busy(_) | Rejection::NotValidator)) => {
+                TxOutcome::Waiting(WaitReason::Resubmit(rejection.to_string()))
+            }
+            Some(rejection) => TxOutcome::Dropped(DropReason::Refused {
+                code: rejection.code(),
+                message: rejection.to_string(),
+            }),
+        };
+        if matches!(outcome, TxOutcome::Dropped(_)) {
+            tracing::warn!(subnet = %self.subnet, %tx_hash, ?outcome, "pending transaction dropped");
+            self.forget(&[*tx_hash])?;
+        } else {
+            let mut record = record.clone();
+            record.stage = PendingStage::Submitting;
+            self.persist([(tx_hash, &record)])?;
+            self.pending.insert(*tx_hash, record);
+        }
+        Ok(Some(outcome))
+    }
+
     /// Sorts transactions MSB has not applied: refused when applied (a receipt with an error),
     /// expired, or still waiting.
     fn resolve_unapplied(

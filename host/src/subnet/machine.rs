@@ -151,6 +151,16 @@ impl SubnetMachine {
         values::key_hex(state, keys::ADMIN.as_bytes())
     }
 
+    /// Whether peers may add themselves as writers (`/set_auto_add_writers`) in `state`.
+    pub fn auto_add_writers(state: &dyn StateView) -> Result<bool, LedgerError> {
+        values::switch(state, keys::AUTO_ADD_WRITERS)
+    }
+
+    /// Whether `key` was removed as a writer (and may not add itself again) in `state`.
+    pub fn is_banned(state: &dyn StateView, key: &PublicKey) -> Result<bool, LedgerError> {
+        Ok(state.get(&keys::banned(key))?.is_some())
+    }
+
     /// Whether `key` is a moderator in `state`.
     pub(super) fn is_mod(state: &dyn StateView, key: &PublicKey) -> Result<bool, LedgerError> {
         values::flag(state, &keys::moderator(key))

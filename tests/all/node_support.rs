@@ -1,0 +1,203 @@
+//! Real `trac run` processes (`trac-under-test`) on 127.0.0.1 with mDNS off, driven through
+//! their terminal on stdin/stdout, for the multi-process tests.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+/// How long a node may take to start, sync or stop.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A running node process.
+pub struct NodeProc {
+    pub child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+    stderr: std::thread::JoinHandle<String>,
+    pub seen: Vec<String>,
+}
+
+impl NodeProc {
+    pub fn start(cwd: &Path, args: &[&str]) -> NodeProc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_trac-under-test"))
+            .arg("run")
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--mdns", "0"])
+            .args(args)
+            .current_dir(cwd)
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn trac-under-test");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                text.push_str(&line);
+                text.push('\n');
+            }
+            text
+        });
+        NodeProc {
+            child,
+            stdin,
+            lines,
+            stderr,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stdout line starting with `prefix`; returns the rest of it.
+    pub fn expect_line(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return rest.trim().to_string();
+                    }
+                }
+                Err(_) => panic!(
+                    "no line starting with {prefix:?}; stdout so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    pub fn send(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").expect("write to the node");
+        self.stdin.flush().expect("flush");
+    }
+
+    /// `/stats`: (final height, root) of the MSB and of the subnet, and the peer count.
+    pub fn stats(&mut self) -> ((u64, String), (u64, String), usize) {
+        self.send("/stats");
+        let msb = self.expect_line("MSB ");
+        let subnet = self.expect_line("Subnet ");
+        let parse = |line: &str| {
+            let field = |name: &str| {
+                line.split(", ")
+                    .find_map(|part| {
+                        part.find(name)
+                            .map(|at| part[at + name.len()..].trim().to_string())
+                    })
+                    .unwrap_or_else(|| panic!("no {name} in {line}"))
+            };
+            (
+                field("final height ").parse::<u64>().expect("height"),
+                field("root "),
+                field("peers ").parse::<usize>().expect("peers"),
+            )
+        };
+        let (mh, mr, peers) = parse(&msb);
+        let (sh, sr, _) = parse(&subnet);
+        ((mh, mr), (sh, sr), peers)
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the exit code and stderr.
+    pub fn terminate(self) -> (Option<i32>, String) {
+        self.signal("-TERM")
+    }
+
+    /// Sends `signal` (`-TERM`, `-INT`) and waits for the exit; returns the exit code and
+    /// stderr.
+    pub fn signal(mut self, signal: &str) -> (Option<i32>, String) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + PATIENCE;
+        let code = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("the node did not stop after {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        (code, self.stderr.join().unwrap_or_default())
+    }
+}
+
+/// The banner's values the test needs: (MSB id, subnet id, host:port of the first listen
+/// address).
+pub fn banner(node: &mut NodeProc) -> (String, String, String) {
+    let msb = node.expect_line("MSB network bootstrap:");
+    let subnet = node.expect_line("Peer subnet bootstrap:");
+    let listen = node.expect_line("Listen addresses:");
+    let first = listen.split(", ").next().expect("an address").to_string();
+    // /ip4/127.0.0.1/tcp/<port>
+    let port = first.rsplit('/').next().expect("a port").to_string();
+    node.expect_line("Node running.");
+    (msb, subnet, format!("127.0.0.1:{port}"))
+}
+
+impl NodeProc {
+    /// Waits for a stdout line containing `needle`; returns the line.
+    pub fn expect_containing(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line containing {needle:?}; seen: {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Polls `/get --key <key>` (latest view) until its value satisfies `ok`.
+    pub fn await_value(&mut self, key: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            self.send(&format!("/get --key {key} --confirmed 0"));
+            let value = self.expect_line(&format!("{key}:"));
+            if ok(&value) {
+                return value;
+            }
+            assert!(Instant::now() < deadline, "{key} stayed {value}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Sends `/exit` and waits for a clean exit.
+    pub fn exit(mut self) {
+        self.send("/exit");
+        self.expect_line("Exiting...");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert_eq!(status.code(), Some(0));
+                return;
+            }
+            assert!(Instant::now() < deadline, "/exit did not stop the node");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
