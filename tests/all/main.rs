@@ -6,6 +6,7 @@ mod cli_run;
 mod codec;
 mod contracts;
 mod crypto;
+mod flows;
 mod golden;
 mod keystore;
 mod ledger;

@@ -201,3 +201,94 @@ impl NodeProc {
     }
 }
 
+/// A built contract component of `contracts/artifacts`.
+pub fn artifact(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../contracts/artifacts")
+        .join(format!("{name}.wasm"))
+}
+
+/// The flags that make a node join the admin's networks through its address.
+pub fn joining<'a>(msb: &'a str, subnet: &'a str, addr: &'a str) -> Vec<&'a str> {
+    vec![
+        "--subnet-bootstrap",
+        subnet,
+        "--msb-bootstrap",
+        msb,
+        "--dht-bootstrap",
+        addr,
+    ]
+}
+
+impl NodeProc {
+    /// The writer key the banner printed.
+    pub fn writer_key(&self) -> String {
+        self.seen
+            .iter()
+            .find_map(|l| l.strip_prefix("Peer writer key (hex):"))
+            .expect("the banner names the writer key")
+            .trim()
+            .to_string()
+    }
+
+    /// Polls `/stats` until this peer's line contains `needle`.
+    pub fn await_role(&mut self, needle: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            self.send("/stats");
+            let me = self.expect_line("Peer ");
+            if me.contains(needle) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "never {needle}: {me}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Sends `line` until its reply line starting with `prefix` contains `needle` (for
+    /// commands that depend on state still replicating); returns that line.
+    pub fn retry(&mut self, line: &str, prefix: &str, needle: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            self.send(line);
+            let reply = self.expect_line(prefix);
+            if reply.contains(needle) {
+                return reply;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{line} never gave {needle:?}: {reply}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// The exit code and stderr of a process that exited (or is exiting) on its own.
+    pub fn terminate_exited(mut self) -> (Option<i32>, String) {
+        let code = self.child.wait().expect("wait").code();
+        (code, self.stderr.join().unwrap_or_default())
+    }
+
+    /// Kills the process with SIGKILL and waits for it.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until every node reports the same subnet final height and root, at least
+/// `min_height`; returns them.
+pub fn await_converged(nodes: &mut [&mut NodeProc], min_height: u64) -> (u64, String) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let views: Vec<(u64, String)> = nodes.iter_mut().map(|n| n.stats().1).collect();
+        if views[0].0 >= min_height && views.iter().all(|v| *v == views[0]) {
+            return views[0].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the subnet did not converge: {views:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}

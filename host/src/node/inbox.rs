@@ -120,10 +120,7 @@ pub fn finish(path: &Path, outcome: &Result<String, String>) {
 
 /// Waits up to `patience` for the outcome of the component submitted at `path`; reads and
 /// removes it. `None` when it did not come in time (the component stays queued).
-pub fn wait_outcome(
-    path: &Path,
-    patience: std::time::Duration,
-) -> Option<Result<String, String>> {
+pub fn wait_outcome(path: &Path, patience: std::time::Duration) -> Option<Result<String, String>> {
     let outcome = path.with_extension(OUTCOME);
     let deadline = std::time::Instant::now() + patience;
     loop {

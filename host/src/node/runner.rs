@@ -293,7 +293,10 @@ pub(crate) fn entries_of(ops: Vec<Vec<u8>>, limits: &LedgerLimits) -> Vec<Vec<Ve
 
 /// Opens the subnet ledger of a stopped node's peer store (its persisted genesis) with `key`
 /// as this node's writer key. The caller holds the store's [`StoreLock`].
-pub fn open_subnet_ledger(peer_store: &Path, key: Keypair) -> anyhow::Result<Ledger<SubnetMachine>> {
+pub fn open_subnet_ledger(
+    peer_store: &Path,
+    key: Keypair,
+) -> anyhow::Result<Ledger<SubnetMachine>> {
     let store = open_store(peer_store)?;
     let genesis: SubnetGenesis = match read_genesis(&peer_store.join(SUBNET_GENESIS_FILE))? {
         Some(g) => g,

@@ -120,12 +120,8 @@ mod tests {
         // Relayed by someone else, for another subnet, another action, or garbage.
         assert!(check_auto_add(&subnet, &mallory.public(), &op).is_err());
         assert!(check_auto_add(&Hash32([4; 32]), &bob.public(), &op).is_err());
-        let other = OpSigner::new(bob.clone(), subnet).sign(
-            Action::AddWriter {
-                key: bob.public(),
-            },
-            10,
-        );
+        let other =
+            OpSigner::new(bob.clone(), subnet).sign(Action::AddWriter { key: bob.public() }, 10);
         assert!(check_auto_add(&subnet, &bob.public(), &other).is_err());
         assert!(check_auto_add(&subnet, &bob.public(), b"junk").is_err());
     }

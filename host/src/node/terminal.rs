@@ -119,12 +119,9 @@ pub fn start(node: &mut Node, command: Command) -> Answer {
         Command::MsbLeaveValidators => {
             forwarded_user_op(node, &msb_key, UserAction::LeaveValidators)
         }
-        Command::MsbAddWhitelist { address } => msb_admin_op(
-            node,
-            AdminAction::Whitelist {
-                account: address,
-            },
-        ),
+        Command::MsbAddWhitelist { address } => {
+            msb_admin_op(node, AdminAction::Whitelist { account: address })
+        }
         Command::MsbAddIndexer { address } => {
             msb_admin_op(node, AdminAction::AddIndexer { key: address })
         }
@@ -229,7 +226,8 @@ fn wait_for_validator(
     outcome: oneshot::Receiver<Result<Hash32, Option<Rejection>>>,
     tracked: bool,
 ) -> Answer {
-    Answer::Later(Box::new(move || match outcome.blocking_recv() {
+    Answer::Later(Box::new(move || {
+        match outcome.blocking_recv() {
         Ok(Ok(tx)) => Ok(format!("MSB TX broadcasted: {tx}")),
         Ok(Err(Some(rejection))) => Err(rejection.to_string()),
         Ok(Err(None)) if tracked => Err(
@@ -238,6 +236,7 @@ fn wait_for_validator(
         ),
         Ok(Err(None)) => Err("no connected peer is an MSB validator".to_string()),
         Err(_) => Err("the node has stopped".to_string()),
+    }
     }))
 }
 

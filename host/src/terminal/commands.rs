@@ -251,14 +251,14 @@ pub const BUILTINS: &[Spec] = &[
         MSB_ADMIN,
         "/msb_join_validators",
         "/msb_join_validators",
-        "Joins the MSB validators with this peer's key (whitelisted; locks the stake).",
+        "Joins the MSB validators with this node's MSB key (whitelisted, funded: locks the stake; another validator co-signs).",
         &[],
     ),
     spec(
         MSB_ADMIN,
         "/msb_leave_validators",
         "/msb_leave_validators",
-        "Leaves the MSB validators (the stake returns).",
+        "This node's MSB key leaves the validators (the stake returns; another validator co-signs).",
         &[],
     ),
     spec(
