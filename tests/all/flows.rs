@@ -278,3 +278,29 @@ fn a_peer_with_another_protocol_version_is_refused_clearly() {
     assert_eq!(code, Some(0));
     assert!(admin_err.contains("protocol version"), "{admin_err}");
 }
+
+#[test]
+fn the_timer_feature_runs_on_the_admin_and_reaches_every_peer() {
+    let (a, b) = (tempdir(), tempdir());
+    let mut admin = NodeProc::start(a.path(), &["--timer", "1", "--timer-interval-ms", "200"]);
+    let (msb, subnet, addr) = banner(&mut admin);
+    // A joiner with the timer on is not the admin: it appends nothing.
+    let mut flags = joining(&msb, &subnet, &addr);
+    flags.extend(["--timer", "1", "--timer-interval-ms", "200"]);
+    let mut alice = NodeProc::start(b.path(), &flags);
+    banner(&mut alice);
+    let first: u64 = alice
+        .await_value("currentTime", |v| v != "null")
+        .parse()
+        .expect("milliseconds");
+    let later: u64 = alice
+        .await_value("currentTime", |v| v.parse::<u64>().is_ok_and(|t| t > first))
+        .parse()
+        .expect("milliseconds");
+    assert!(later > first);
+    alice.send("/stats");
+    let subnet_line = alice.expect_line("Subnet ");
+    assert!(subnet_line.contains("divergence no"), "{subnet_line}");
+    alice.exit();
+    admin.exit();
+}

@@ -22,7 +22,7 @@ use crate::node::config::{
     BannerInfo, LoadedKey, MsbStart, RunConfig, RunFlags, StartPlan, SubnetStart,
     load_or_create_keypair, render_banner,
 };
-use crate::node::runner::{Command, Node, NodeConfig};
+use crate::node::runner::{Command, Node, NodeConfig, TIMER_EVERY};
 use crate::node::terminal::NodeExecutor;
 
 /// `trac run` arguments. Every flag also reads the environment variable named in its help; a
@@ -116,6 +116,10 @@ pub struct RunArgs {
     #[arg(long, hide = true, default_value_t = crate::net::PROTOCOL_VERSION)]
     protocol_version: u32,
 
+    /// The timer feature's interval in milliseconds (tests only; the feature runs every 60 s).
+    #[arg(long, hide = true, value_parser = clap::value_parser!(u64).range(10..))]
+    timer_interval_ms: Option<u64>,
+
     #[command(flatten)]
     passphrase: PassphraseArgs,
 }
@@ -191,7 +195,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         listen: config.listen.iter().map(ToString::to_string).collect(),
     };
     if !args.dry_run {
-        return run_node(&config, plan, peer, msb, banner, args.protocol_version);
+        let timer = config.timer.then(|| {
+            args.timer_interval_ms
+                .map_or(TIMER_EVERY, std::time::Duration::from_millis)
+        });
+        return run_node(
+            &config,
+            plan,
+            peer,
+            msb,
+            banner,
+            args.protocol_version,
+            timer,
+        );
     }
     print!("{}", render_banner(&banner));
     println!("Dry run: configuration checked; the node was not started.");
@@ -207,6 +223,7 @@ fn run_node(
     msb: LoadedKey,
     mut banner: BannerInfo,
     protocol_version: u32,
+    timer: Option<std::time::Duration>,
 ) -> anyhow::Result<()> {
     let history = Some(plan.layout.peer_store.join("terminal-history"));
     let contract = match &plan.subnet {
@@ -229,6 +246,7 @@ fn run_node(
         bootstrap,
         mdns: config.mdns,
         protocol_version,
+        timer,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -62,6 +62,8 @@ pub const GENESIS_WAIT: Duration = Duration::from_secs(60);
 pub const AUTO_ADD_EVERY: Duration = Duration::from_secs(3);
 /// How long a writer waits before appending another auto-add op for the same peer.
 const AUTO_ADD_MEMORY: Duration = Duration::from_secs(30);
+/// How often the timer feature appends the time (the reference's 60 s).
+pub const TIMER_EVERY: Duration = Duration::from_secs(60);
 /// Expiry (subnet checkpoint height) of the creator's first system ops.
 const CREATION_EXPIRY: u64 = 1_000;
 /// Op bytes per creation entry: below the ledger's 4 MiB, with room for the entry's framing.
@@ -89,6 +91,8 @@ pub struct NodeConfig {
     /// The network protocol version ([`crate::net::PROTOCOL_VERSION`]; compatibility tests
     /// set another).
     pub protocol_version: u32,
+    /// The sample timer feature (`--timer`): how often the admin's node appends the time.
+    pub timer: Option<Duration>,
 }
 
 /// One ledger's numbers, for `/stats`.
@@ -196,6 +200,8 @@ pub struct Node {
     auto_added: BTreeMap<PublicKey, Instant>,
     /// The peer store folder (its inbox).
     peer_store: std::path::PathBuf,
+    /// The timer feature's interval, when on.
+    timer: Option<Duration>,
     /// Held while the node runs.
     _lock: StoreLock,
 }
@@ -529,6 +535,7 @@ impl Node {
             forwarded_tx,
             forwarded_rx: Some(forwarded_rx),
             peer_store: layout.peer_store.clone(),
+            timer: config.timer,
             _lock: lock,
             validator_peer: Arc::new(Mutex::new(None)),
             auto_add_asked: None,
@@ -755,6 +762,11 @@ impl Node {
         let mut sync = tokio::time::interval(SYNC_EVERY);
         sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut commands_open = true;
+        // Without the timer feature its interval never fires (a day is never reached: it is
+        // only polled with the feature on).
+        let mut timer = tokio::time::interval(self.timer.unwrap_or(Duration::from_secs(86_400)));
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let timer_on = self.timer.is_some();
         let (_, idle) = mpsc::unbounded_channel();
         let mut forwarded = self.forwarded_rx.take().unwrap_or(idle);
         tokio::pin!(stop);
@@ -791,6 +803,7 @@ impl Node {
                     }
                 }
                 _ = propose.tick() => self.propose(),
+                _ = timer.tick(), if timer_on => self.timer_tick(),
                 _ = sync.tick() => {
                     self.sync(&answers_tx);
                     self.poll_txs();
@@ -1121,6 +1134,34 @@ impl Node {
                 self.push(self.subnet.network(), report.messages);
             }
             Err(e) => tracing::warn!("polling the pending transactions failed: {e}"),
+        }
+    }
+
+    /// The timer feature (`--timer`): on the subnet admin's node, while it is a writer,
+    /// appends a `timer` feature entry `currentTime` = now (ms) that the contract applies.
+    fn timer_tick(&mut self) {
+        let me = self.peer_key.public();
+        let admin = self.subnet.read(false, |s| SubnetMachine::admin(s));
+        if !matches!(admin, Ok(Ok(Some(admin))) if admin == me) {
+            tracing::debug!("timer: this peer is not the subnet admin");
+            return;
+        }
+        if self.writable() != Some(true) {
+            println!("Peer running features not writable.");
+            return;
+        }
+        let expires = self.subnet.status().latest_height + super::terminal::OP_EXPIRY;
+        let op = OpSigner::new(self.peer_key.clone(), self.subnet.network()).sign(
+            Action::Feature {
+                feature: "timer".to_string(),
+                key: "currentTime".to_string(),
+                value: serde_bytes::ByteBuf::from(codec::encode(&now_ms())),
+            },
+            expires,
+        );
+        match self.subnet.append(vec![op]) {
+            Ok(entry) => self.push(self.subnet.network(), vec![Message::Entry(entry)]),
+            Err(e) => println!("Timer feature stopped: {e}"),
         }
     }
 
