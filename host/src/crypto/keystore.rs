@@ -244,8 +244,8 @@ pub fn seal_with(
 }
 
 /// Writes a new keystore for `keypair` at `path` (mode 0600, atomic replace). Refuses to replace
-/// an existing file unless `overwrite`. An empty passphrase stores the key unencrypted and logs a
-/// warning.
+/// an existing file unless `overwrite`. An empty passphrase stores the key unencrypted (logged
+/// at info level: the command line warns the user itself).
 pub fn create(
     path: &Path,
     keypair: &Keypair,
@@ -257,7 +257,7 @@ pub fn create(
         return Err(KeystoreError::Exists(path.to_path_buf()));
     }
     if passphrase.is_empty() {
-        tracing::warn!(path = %path.display(), "keystore is stored unencrypted (empty passphrase)");
+        tracing::info!(path = %path.display(), "keystore is stored unencrypted (empty passphrase)");
     }
     let file = seal(keypair, passphrase, kdf)?;
     let json = serde_json::to_vec_pretty(&file).expect("keystore serialises");
