@@ -171,12 +171,17 @@ fn a_registry_subnet_upgrades_on_every_peer_by_terminal_and_by_cli() {
     assert!(!ok && text.contains("Only the admin"), "{text}");
 
     // Through the stopped admin's store: appended there, broadcast when it starts again (on a
-    // new port: it dials alice).
+    // new port, without flags: it dials the peers it knew).
     let (code, stderr) = admin.terminate();
     assert_eq!(code, Some(0), "{stderr}");
     let (ok, text) = cli_deploy(&intercom, &store);
     assert!(ok && text.contains("stopped"), "{text}");
-    let mut admin = NodeProc::start(a.path(), &["--dht-bootstrap", &alice_addr]);
+    let known = std::fs::read_to_string(store.join("known-peers.txt")).expect("known peers");
+    assert!(
+        known.contains(&alice_addr.replace("127.0.0.1:", "/tcp/")),
+        "{known}"
+    );
+    let mut admin = NodeProc::start(a.path(), &[]);
     banner(&mut admin);
     for node in [&mut admin, &mut alice, &mut bob] {
         node.await_value("contract/current", |v| v.contains("\"intercom\""));
@@ -210,8 +215,8 @@ fn restarts_and_sigkill_lose_nothing() {
     assert_eq!(code, Some(0), "{stderr}");
     admin.send("/post --message \"while you were away\"");
     admin.expect_containing("appended");
-    // The ids are persisted; the admin's address is given again (no mDNS here).
-    let mut alice = NodeProc::start(b.path(), &["--dht-bootstrap", &addr]);
+    // No flags: the ids are persisted and the admin is a known peer.
+    let mut alice = NodeProc::start(b.path(), &[]);
     banner(&mut alice);
     alice.await_value("msg/0", |v| v.contains("while you were away"));
 
@@ -222,7 +227,7 @@ fn restarts_and_sigkill_lose_nothing() {
     }
     alice.expect_containing("appended");
     alice.kill9();
-    let mut alice = NodeProc::start(b.path(), &["--dht-bootstrap", &addr]);
+    let mut alice = NodeProc::start(b.path(), &[]);
     banner(&mut alice);
     alice.send("/post --message \"after the crash\"");
     alice.expect_containing("appended");

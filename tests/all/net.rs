@@ -69,7 +69,7 @@ async fn next<T>(
 
 async fn connected(events: &mut mpsc::Receiver<NetEvent>, peer: PeerId) -> PublicKey {
     next(events, |e| match e {
-        NetEvent::PeerConnected(p, key) if p == peer => Some(key),
+        NetEvent::PeerConnected(p, key, _) if p == peer => Some(key),
         _ => None,
     })
     .await

@@ -130,6 +130,9 @@ pub struct NetConfig {
     pub identify_timeout: Duration,
     /// How often unreachable bootstrap peers are dialed again.
     pub bootstrap_retry: Duration,
+    /// Peers known from earlier runs (multiaddrs ending in `/p2p/<id>`), dialed once at start
+    /// (at most 32; unlike bootstrap peers, not retried).
+    pub known_peers: Vec<Multiaddr>,
 }
 
 impl NetConfig {
@@ -147,6 +150,7 @@ impl NetConfig {
             idle_timeout: Duration::from_secs(24 * 3600),
             identify_timeout: Duration::from_secs(10),
             bootstrap_retry: Duration::from_secs(30),
+            known_peers: Vec::new(),
         }
     }
 }
@@ -156,8 +160,9 @@ impl NetConfig {
 pub enum NetEvent {
     /// The node listens on this address.
     Listening(Multiaddr),
-    /// A peer connected and identified itself as compatible; its peer key.
-    PeerConnected(PeerId, PublicKey),
+    /// A peer connected and identified itself as compatible; its peer key and the listen
+    /// addresses it announced (dialable ones, at most 8).
+    PeerConnected(PeerId, PublicKey, Vec<Multiaddr>),
     /// The last connection to a peer closed.
     PeerDisconnected(PeerId),
     /// A peer asks the ledger of `network`; answer through `reply` (what `Ledger::handle`

@@ -43,6 +43,10 @@ const REFUSAL_MEMORY: Duration = Duration::from_secs(600);
 const REFUSAL_GRACE: Duration = Duration::from_millis(200);
 /// How often timers (identify deadlines, bootstrap redials) are checked.
 const TICK: Duration = Duration::from_millis(500);
+/// Known peers dialed at start, at most.
+const MAX_KNOWN_PEERS: usize = 32;
+/// Listen addresses of a peer reported to the node, at most.
+const MAX_ANNOUNCED_ADDRS: usize = 8;
 /// Bytes of a response frame besides its messages (variant name, array header).
 const RESPONSE_OVERHEAD: usize = 32;
 
@@ -315,7 +319,7 @@ pub(crate) fn start(config: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetE
     let (command_tx, command_rx) = mpsc::channel(256);
     let (event_tx, event_rx) = mpsc::channel(limits.event_capacity.max(1));
     let (resolved_tx, resolved_rx) = mpsc::unbounded_channel();
-    let task = Task {
+    let mut task = Task {
         swarm,
         commands: command_rx,
         events: event_tx,
@@ -334,6 +338,10 @@ pub(crate) fn start(config: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetE
         resolved_rx,
         stats: NetStats::default(),
     };
+    // Peers known from earlier runs: dialed once (failures are expected and quiet).
+    for addr in config.known_peers.iter().take(MAX_KNOWN_PEERS) {
+        task.dial(addr.to_string(), addr.clone(), None, None);
+    }
     let join = runtime.spawn(task.run());
     let handle = NetHandle {
         commands: command_tx,
@@ -764,7 +772,13 @@ impl Task {
         for reply in self.ready_waiters.remove(&peer).unwrap_or_default() {
             let _ = reply.send(Ok(peer));
         }
-        self.emit(NetEvent::PeerConnected(peer, public));
+        let addrs: Vec<Multiaddr> = info
+            .listen_addrs
+            .into_iter()
+            .filter(is_dialable)
+            .take(MAX_ANNOUNCED_ADDRS)
+            .collect();
+        self.emit(NetEvent::PeerConnected(peer, public, addrs));
         if self.bootstrap.iter().any(|b| b.peer == Some(peer)) {
             // A bootstrap peer is in: look ourselves up to fill the routing table.
             if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
@@ -1092,6 +1106,15 @@ impl Task {
         let label = entry.input.clone();
         self.dial(label, tcp_addr(addr), None, Some(index));
     }
+}
+
+/// Whether an announced listen address can be dialed back (not an unspecified IP).
+fn is_dialable(addr: &Multiaddr) -> bool {
+    addr.iter().all(|p| match p {
+        Protocol::Ip4(ip) => !ip.is_unspecified(),
+        Protocol::Ip6(ip) => !ip.is_unspecified(),
+        _ => true,
+    })
 }
 
 fn event_name(event: &NetEvent) -> &'static str {

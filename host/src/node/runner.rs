@@ -52,6 +52,11 @@ use crate::subnet::{
 pub const MSB_GENESIS_FILE: &str = "msb-genesis.bin";
 /// The subnet genesis, in the peer store folder (canonical encoding).
 pub const SUBNET_GENESIS_FILE: &str = "subnet-genesis.bin";
+/// The peers this node connected to (one multiaddr ending in `/p2p/<id>` per line, most
+/// recent first), in the peer store folder: dialed again at the next start.
+pub const KNOWN_PEERS_FILE: &str = "known-peers.txt";
+/// Peers remembered in [`KNOWN_PEERS_FILE`], at most.
+const MAX_KNOWN_PEERS: usize = 32;
 /// How often a sequencer proposes a checkpoint.
 pub const PROPOSE_EVERY: Duration = Duration::from_millis(200);
 /// How often the sync requests go to every peer.
@@ -202,6 +207,8 @@ pub struct Node {
     peer_store: std::path::PathBuf,
     /// The timer feature's interval, when on.
     timer: Option<Duration>,
+    /// Peers connected to, most recent first, with their dialable addresses.
+    known_peers: Vec<(PeerId, Vec<Multiaddr>)>,
     /// Held while the node runs.
     _lock: StoreLock,
 }
@@ -295,6 +302,29 @@ pub(crate) fn entries_of(ops: Vec<Vec<u8>>, limits: &LedgerLimits) -> Vec<Vec<Ve
         out.push(current);
     }
     out
+}
+
+/// The peers of [`KNOWN_PEERS_FILE`], grouped by peer in file order; lines that are not
+/// multiaddrs ending in `/p2p/<id>` are skipped.
+fn read_known_peers(path: &Path) -> Vec<(PeerId, Vec<Multiaddr>)> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let mut peers: Vec<(PeerId, Vec<Multiaddr>)> = Vec::new();
+    for line in text.lines() {
+        let Ok(addr) = line.trim().parse::<Multiaddr>() else {
+            continue;
+        };
+        let Some(crate::net::multiaddr::Protocol::P2p(peer)) = addr.iter().last() else {
+            continue;
+        };
+        if let Some((_, addrs)) = peers.iter_mut().find(|(p, _)| *p == peer) {
+            addrs.push(addr);
+        } else if peers.len() < MAX_KNOWN_PEERS {
+            peers.push((peer, vec![addr]));
+        }
+    }
+    peers
 }
 
 /// Opens the subnet ledger of a stopped node's peer store (its persisted genesis) with `key`
@@ -394,6 +424,8 @@ impl Node {
         net_config.bootstrap = config.bootstrap.clone();
         net_config.mdns = config.mdns;
         net_config.protocol_version = config.protocol_version;
+        let known_peers = read_known_peers(&layout.peer_store.join(KNOWN_PEERS_FILE));
+        net_config.known_peers = known_peers.iter().flat_map(|(_, a)| a.clone()).collect();
         let (net, events) = Net::start(net_config).context("cannot start the network")?;
 
         // MSB genesis: the persisted one, else created (dev) or fetched (joiner).
@@ -536,6 +568,7 @@ impl Node {
             forwarded_rx: Some(forwarded_rx),
             peer_store: layout.peer_store.clone(),
             timer: config.timer,
+            known_peers,
             _lock: lock,
             validator_peer: Arc::new(Mutex::new(None)),
             auto_add_asked: None,
@@ -921,9 +954,10 @@ impl Node {
     ) {
         match event {
             NetEvent::Listening(addr) => tracing::info!(%addr, "listening"),
-            NetEvent::PeerConnected(peer, key) => {
+            NetEvent::PeerConnected(peer, key, addrs) => {
                 tracing::info!(%peer, "peer connected");
                 self.peers.insert(peer);
+                self.remember_peer(peer, addrs);
                 self.faucet(&key);
                 // Catch up with the new peer at once.
                 for network in [self.msb.network(), self.subnet.network()] {
@@ -1067,6 +1101,28 @@ impl Node {
                 Err(e) => tracing::debug!(%peer, %network, "request failed: {e}"),
             }
         });
+    }
+
+    /// Records a connected peer's addresses in [`KNOWN_PEERS_FILE`] (when they changed).
+    fn remember_peer(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        let addrs: Vec<Multiaddr> = addrs
+            .into_iter()
+            .filter_map(|a| a.with_p2p(peer).ok())
+            .collect();
+        if addrs.is_empty() || self.known_peers.first() == Some(&(peer, addrs.clone())) {
+            return;
+        }
+        self.known_peers.retain(|(p, _)| *p != peer);
+        self.known_peers.insert(0, (peer, addrs));
+        self.known_peers.truncate(MAX_KNOWN_PEERS);
+        let text: String = self
+            .known_peers
+            .iter()
+            .flat_map(|(_, addrs)| addrs.iter().map(|a| format!("{a}\n")))
+            .collect();
+        if let Err(e) = write_atomic(&self.peer_store.join(KNOWN_PEERS_FILE), text.as_bytes()) {
+            tracing::warn!("cannot record the known peers: {e}");
+        }
     }
 
     fn propose(&mut self) {
