@@ -28,6 +28,7 @@ pub mod ledger;
 pub mod msb;
 pub mod net;
 pub mod node;
+pub mod rpc;
 pub mod runtime;
 pub mod store;
 pub mod subnet;

@@ -22,7 +22,7 @@ use crate::node::config::{
     BannerInfo, LoadedKey, MsbStart, RunConfig, RunFlags, StartPlan, SubnetStart,
     load_or_create_keypair, render_banner,
 };
-use crate::node::runner::{Command, Node, NodeConfig, TIMER_EVERY};
+use crate::node::runner::{Command, Node, NodeClient, NodeConfig, TIMER_EVERY};
 use crate::node::terminal::NodeExecutor;
 
 /// `trac run` arguments. Every flag also reads the environment variable named in its help; a
@@ -107,6 +107,32 @@ pub struct RunArgs {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     timer: Option<String>,
 
+    /// The HTTP RPC: 1/true/yes/on or 0/false/no/off; bare = on [env: PEER_RPC] [default:
+    /// off].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    rpc: Option<String>,
+
+    /// The RPC's IP address [env: PEER_RPC_HOST] [default: 127.0.0.1].
+    #[arg(long, value_name = "IP")]
+    rpc_host: Option<String>,
+
+    /// The RPC's port, 0 for any free one [env: PEER_RPC_PORT] [default: 5001].
+    #[arg(long, value_name = "PORT")]
+    rpc_port: Option<String>,
+
+    /// Let POST /v1/contract/tx submit transactions, not only simulate them; bare = on
+    /// [env: PEER_API_TX_EXPOSED] [default: off].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    api_tx_exposed: Option<String>,
+
+    /// The CORS allowed origin of the RPC [env: PEER_RPC_ALLOW_ORIGIN] [default: *].
+    #[arg(long, value_name = "ORIGIN")]
+    rpc_allow_origin: Option<String>,
+
+    /// Largest RPC request body in bytes [env: PEER_RPC_MAX_BODY_BYTES] [default: 1000000].
+    #[arg(long, value_name = "BYTES")]
+    rpc_max_body_bytes: Option<String>,
+
     /// Check the configuration, create the stores and keystores, print the settings and the
     /// banner, and exit.
     #[arg(long)]
@@ -144,6 +170,12 @@ impl RunArgs {
             mdns: self.mdns.clone(),
             contract: self.contract.clone(),
             timer: self.timer.clone(),
+            rpc: self.rpc.clone(),
+            rpc_host: self.rpc_host.clone(),
+            rpc_port: self.rpc_port.clone(),
+            api_tx_exposed: self.api_tx_exposed.clone(),
+            rpc_allow_origin: self.rpc_allow_origin.clone(),
+            rpc_max_body_bytes: self.rpc_max_body_bytes.clone(),
         }
     }
 }
@@ -236,6 +268,7 @@ fn run_node(
             bootstrap.push(addr.clone());
         }
     }
+    let rpc_settings = config.rpc.clone();
     let node_config = NodeConfig {
         plan,
         peer_key: peer.keypair,
@@ -271,19 +304,40 @@ fn run_node(
             .iter()
             .map(ToString::to_string)
             .collect();
+        let (commands_tx, commands) = mpsc::channel(64);
+        let rpc = if rpc_settings.enabled {
+            Some(crate::rpc::start(&rpc_settings, NodeClient::new(commands_tx.clone())).await?)
+        } else {
+            None
+        };
         print!("{}", render_banner(&banner));
+        if let Some(rpc) = &rpc {
+            println!(
+                "RPC: http://{} (transactions {})",
+                rpc.addr(),
+                if rpc_settings.api_tx_exposed {
+                    "exposed"
+                } else {
+                    "simulation only"
+                }
+            );
+        }
         println!("Node running. Type /help for the commands, /exit to stop.");
 
-        let (commands_tx, commands) = mpsc::channel(16);
         let (exit_tx, exit_rx) = oneshot::channel::<()>();
         spawn_terminal(commands_tx, exit_tx, history);
         let stop = async move {
             tokio::select! {
                 _ = stop_signal() => {}
-                _ = exit_rx => {}
+                // A dropped sender (end of input) is no request to stop.
+                Ok(()) = exit_rx => {}
             }
         };
-        node.run(commands, stop).await?;
+        let ran = node.run(commands, stop).await;
+        if let Some(rpc) = rpc {
+            rpc.stop().await;
+        }
+        ran?;
         println!("Node stopped.");
         Ok(())
     })

@@ -38,6 +38,12 @@
 //! | `--mdns` | `PEER_MDNS` | on | LAN discovery with mDNS |
 //! | `--contract` | `SUBNET_CONTRACT` | bundled Intercom | component a new subnet is created with |
 //! | `--timer` | `INTERCOM_TIMER` | off | the sample timer feature |
+//! | `--rpc` | `PEER_RPC` | off | the HTTP RPC ([`crate::rpc`]) |
+//! | `--rpc-host` | `PEER_RPC_HOST` | `127.0.0.1` | the RPC's IP address |
+//! | `--rpc-port` | `PEER_RPC_PORT` | `5001` | the RPC's port (0: any free port) |
+//! | `--api-tx-exposed` | `PEER_API_TX_EXPOSED` | off | `POST /v1/contract/tx` may submit (not only simulate) |
+//! | `--rpc-allow-origin` | `PEER_RPC_ALLOW_ORIGIN` | `*` | the CORS allowed origin |
+//! | `--rpc-max-body-bytes` | `PEER_RPC_MAX_BODY_BYTES` | `1000000` | largest request body (1 B–64 MiB) |
 //!
 //! The keystore passphrase (`--passphrase`, `--passphrase-file`, `TRAC_PASSPHRASE`,
 //! `TRAC_PASSPHRASE_FILE`) is resolved by the command line as for `trac keys`; without one the
@@ -124,7 +130,43 @@ pub struct RunFlags {
     pub contract: Option<String>,
     /// `--timer` (a bare flag is `"true"`).
     pub timer: Option<String>,
+    /// `--rpc` (a bare flag is `"true"`).
+    pub rpc: Option<String>,
+    /// `--rpc-host`.
+    pub rpc_host: Option<String>,
+    /// `--rpc-port`.
+    pub rpc_port: Option<String>,
+    /// `--api-tx-exposed` (a bare flag is `"true"`).
+    pub api_tx_exposed: Option<String>,
+    /// `--rpc-allow-origin`.
+    pub rpc_allow_origin: Option<String>,
+    /// `--rpc-max-body-bytes`.
+    pub rpc_max_body_bytes: Option<String>,
 }
+
+/// The HTTP RPC's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcSettings {
+    /// Whether the RPC runs (`--rpc`).
+    pub enabled: bool,
+    /// Its IP address (`--rpc-host`).
+    pub host: IpAddr,
+    /// Its port; 0 picks a free one (`--rpc-port`).
+    pub port: u16,
+    /// Whether `POST /v1/contract/tx` may submit transactions (`--api-tx-exposed`).
+    pub api_tx_exposed: bool,
+    /// The CORS allowed origin (`--rpc-allow-origin`).
+    pub allow_origin: String,
+    /// Largest request body in bytes (`--rpc-max-body-bytes`).
+    pub max_body_bytes: usize,
+}
+
+/// Default RPC port.
+pub const DEFAULT_RPC_PORT: u16 = 5001;
+/// Default largest RPC request body.
+pub const DEFAULT_RPC_MAX_BODY: usize = 1_000_000;
+/// The most `--rpc-max-body-bytes` may allow.
+pub const MAX_RPC_MAX_BODY: usize = 64 << 20;
 
 /// Where a setting's value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -329,6 +371,8 @@ pub struct RunConfig {
     pub contract: ContractSource,
     /// The sample timer feature (`--timer`).
     pub timer: bool,
+    /// The HTTP RPC.
+    pub rpc: RpcSettings,
     /// Where each setting came from, by flag name (`--mdns`).
     pub origins: BTreeMap<&'static str, Origin>,
     /// Non-fatal remarks about the configuration (to print as warnings).
@@ -596,6 +640,8 @@ impl RunConfig {
         let (timer, origin) = boolean("--timer", raw, false)?;
         origins.insert("--timer", origin);
 
+        let rpc = rpc_settings(flags, &lookup, &mut origins, &mut warnings)?;
+
         Ok(RunConfig {
             peer_store_name,
             peer_stores_dir,
@@ -612,6 +658,7 @@ impl RunConfig {
             mdns,
             contract,
             timer,
+            rpc,
             origins,
             warnings,
         })
@@ -629,6 +676,129 @@ impl RunConfig {
             msb_store: self.msb_stores_dir.join(&self.msb_store_name),
         }
     }
+}
+
+/// The RPC settings (`--rpc*`, `--api-tx-exposed`).
+fn rpc_settings(
+    flags: &RunFlags,
+    lookup: &Lookup<'_>,
+    origins: &mut BTreeMap<&'static str, Origin>,
+    warnings: &mut Vec<String>,
+) -> Result<RpcSettings, ConfigError> {
+    let raw = lookup.first("--rpc", &[("--rpc", &flags.rpc)], &["PEER_RPC"])?;
+    let (enabled, origin) = boolean("--rpc", raw, false)?;
+    origins.insert("--rpc", origin);
+
+    let raw = lookup.first(
+        "--rpc-host",
+        &[("--rpc-host", &flags.rpc_host)],
+        &["PEER_RPC_HOST"],
+    )?;
+    let host = match raw {
+        Some(raw) => {
+            let host = raw.value.trim().parse::<IpAddr>().map_err(|_| {
+                raw.invalid("--rpc-host", "expected an IP address like 127.0.0.1 or ::1")
+            })?;
+            origins.insert("--rpc-host", raw.origin);
+            host
+        }
+        None => {
+            origins.insert("--rpc-host", Origin::Default);
+            IpAddr::from([127, 0, 0, 1])
+        }
+    };
+
+    let raw = lookup.first(
+        "--rpc-port",
+        &[("--rpc-port", &flags.rpc_port)],
+        &["PEER_RPC_PORT"],
+    )?;
+    let port = match raw {
+        Some(raw) => {
+            let port = raw.value.trim().parse::<u16>().map_err(|_| {
+                raw.invalid(
+                    "--rpc-port",
+                    "expected a port from 0 to 65535 (0: any free port)",
+                )
+            })?;
+            origins.insert("--rpc-port", raw.origin);
+            port
+        }
+        None => {
+            origins.insert("--rpc-port", Origin::Default);
+            DEFAULT_RPC_PORT
+        }
+    };
+
+    let raw = lookup.first(
+        "--api-tx-exposed",
+        &[("--api-tx-exposed", &flags.api_tx_exposed)],
+        &["PEER_API_TX_EXPOSED"],
+    )?;
+    let (api_tx_exposed, origin) = boolean("--api-tx-exposed", raw, false)?;
+    origins.insert("--api-tx-exposed", origin);
+    if api_tx_exposed && !enabled {
+        warnings.push("--api-tx-exposed has no effect without --rpc".to_string());
+    }
+
+    let raw = lookup.first(
+        "--rpc-allow-origin",
+        &[("--rpc-allow-origin", &flags.rpc_allow_origin)],
+        &["PEER_RPC_ALLOW_ORIGIN"],
+    )?;
+    let allow_origin = match raw {
+        Some(raw) => {
+            let value = raw.value.trim().to_string();
+            if value != "*" && axum::http::HeaderValue::from_str(&value).is_err() {
+                return Err(raw.invalid(
+                    "--rpc-allow-origin",
+                    "expected * or an origin like https://app.example",
+                ));
+            }
+            origins.insert("--rpc-allow-origin", raw.origin);
+            value
+        }
+        None => {
+            origins.insert("--rpc-allow-origin", Origin::Default);
+            "*".to_string()
+        }
+    };
+
+    let raw = lookup.first(
+        "--rpc-max-body-bytes",
+        &[("--rpc-max-body-bytes", &flags.rpc_max_body_bytes)],
+        &["PEER_RPC_MAX_BODY_BYTES"],
+    )?;
+    let max_body_bytes = match raw {
+        Some(raw) => {
+            let bytes = raw
+                .value
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|b| (1..=MAX_RPC_MAX_BODY).contains(b))
+                .ok_or_else(|| {
+                    raw.invalid(
+                        "--rpc-max-body-bytes",
+                        format!("expected a whole number of bytes from 1 to {MAX_RPC_MAX_BODY}"),
+                    )
+                })?;
+            origins.insert("--rpc-max-body-bytes", raw.origin);
+            bytes
+        }
+        None => {
+            origins.insert("--rpc-max-body-bytes", Origin::Default);
+            DEFAULT_RPC_MAX_BODY
+        }
+    };
+    Ok(RpcSettings {
+        enabled,
+        host,
+        port,
+        api_tx_exposed,
+        allow_origin,
+        max_body_bytes,
+    })
 }
 
 fn has_value(value: &Option<String>) -> bool {
@@ -1320,6 +1490,24 @@ impl StartPlan {
             ("--mdns", on_off(config.mdns), o("--mdns")),
             ("--contract", config.contract.to_string(), o("--contract")),
             ("--timer", on_off(config.timer), o("--timer")),
+            ("--rpc", on_off(config.rpc.enabled), o("--rpc")),
+            ("--rpc-host", config.rpc.host.to_string(), o("--rpc-host")),
+            ("--rpc-port", config.rpc.port.to_string(), o("--rpc-port")),
+            (
+                "--api-tx-exposed",
+                on_off(config.rpc.api_tx_exposed),
+                o("--api-tx-exposed"),
+            ),
+            (
+                "--rpc-allow-origin",
+                config.rpc.allow_origin.clone(),
+                o("--rpc-allow-origin"),
+            ),
+            (
+                "--rpc-max-body-bytes",
+                config.rpc.max_body_bytes.to_string(),
+                o("--rpc-max-body-bytes"),
+            ),
         ]
     }
 }

@@ -179,6 +179,41 @@ impl std::fmt::Debug for Command {
     }
 }
 
+/// An async handle that runs work on the node's pump (for the RPC): each call sends a
+/// [`Command::Run`] task and awaits its result. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct NodeClient {
+    commands: mpsc::Sender<Command>,
+}
+
+/// The node's pump has stopped.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the node has stopped")]
+pub struct NodeStopped;
+
+impl NodeClient {
+    /// A client of the pump listening on `commands`.
+    pub fn new(commands: mpsc::Sender<Command>) -> NodeClient {
+        NodeClient { commands }
+    }
+
+    /// Runs `work` on the pump with the node at hand and returns what it returns.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Node) -> T + Send + 'static,
+    ) -> Result<T, NodeStopped> {
+        let (reply, result) = oneshot::channel();
+        let task: NodeTask = Box::new(move |node: &mut Node| {
+            let _ = reply.send(work(node));
+        });
+        self.commands
+            .send(Command::Run(task))
+            .await
+            .map_err(|_| NodeStopped)?;
+        result.await.map_err(|_| NodeStopped)
+    }
+}
+
 /// A started node: its ledgers and its network, ready to [`Node::run`].
 pub struct Node {
     msb: Ledger<MsbMachine>,
@@ -213,6 +248,10 @@ pub struct Node {
     _lock: StoreLock,
 }
 
+/// The answer of a validator reached over the network: the tx hash, or its refusal (`None`:
+/// no validator could be reached).
+pub type ForwardOutcome = oneshot::Receiver<Result<Hash32, Option<Rejection>>>;
+
 /// Where a user op went: this node's own validator answered, or it was forwarded to a
 /// validator over the network whose answer will come through the receiver (`Err(None)`: no
 /// validator could be reached).
@@ -220,7 +259,7 @@ pub enum Submission {
     /// This node's validator answered.
     Done(Result<Hash32, SubmitError>),
     /// Sent to peers' validators.
-    Forwarded(oneshot::Receiver<Result<Hash32, Option<Rejection>>>),
+    Forwarded(ForwardOutcome),
 }
 
 impl std::fmt::Debug for Node {
@@ -626,6 +665,30 @@ impl Node {
         (&mut self.subnet, access, &mut self.txflow)
     }
 
+    /// Runs `work` on the tx parts ([`Node::tx_parts`]), then broadcasts the MSB entries it
+    /// appended and forwards the submissions it queued for a peer's validator (tracked by the
+    /// tx flow). Returns what `work` returned and, when it forwarded one, the outcome of its
+    /// first forwarded submission.
+    pub fn with_tx_parts<T>(
+        &mut self,
+        work: impl FnOnce(&mut Ledger<SubnetMachine>, &mut LocalMsb<'_>, &mut TxFlow) -> T,
+    ) -> (T, Option<ForwardOutcome>) {
+        let (result, messages, forwarded) = {
+            let (subnet, mut access, flow) = self.tx_parts();
+            let result = work(subnet, &mut access, flow);
+            (result, access.take_messages(), access.take_forwarded())
+        };
+        self.push(self.msb.network(), messages);
+        let mut first = None;
+        for partial in forwarded {
+            let outcome = self.forward(partial, true);
+            if first.is_none() {
+                first = Some(outcome);
+            }
+        }
+        (result, first)
+    }
+
     /// Whether this node's MSB key is a validator (latest MSB view).
     pub fn is_validator(&mut self) -> bool {
         let key = self.msb_key.public();
@@ -665,11 +728,7 @@ impl Node {
     /// last op first; a peer answering "not a validator" passes it on to the next) from a
     /// task. `track`: the outcome of a refused or undelivered op also goes to the tx flow
     /// ([`TxFlow::forward_failed`]).
-    pub fn forward(
-        &self,
-        partial: PartialOp,
-        track: bool,
-    ) -> oneshot::Receiver<Result<Hash32, Option<Rejection>>> {
+    pub fn forward(&self, partial: PartialOp, track: bool) -> ForwardOutcome {
         let (reply, outcome) = oneshot::channel();
         let network = self.msb.network();
         let tx_hash = partial.body.tx_hash(&network);
@@ -1174,14 +1233,7 @@ impl Node {
         if self.txflow.pending().is_empty() {
             return;
         }
-        let (subnet, mut access, flow) = self.tx_parts();
-        let report = flow.poll(subnet, &mut access);
-        let msb_messages = access.take_messages();
-        let forwarded = access.take_forwarded();
-        self.push(self.msb.network(), msb_messages);
-        for partial in forwarded {
-            drop(self.forward(partial, true));
-        }
+        let (report, _) = self.with_tx_parts(|subnet, access, flow| flow.poll(subnet, access));
         match report {
             Ok(report) => {
                 for tx in &report.txs {

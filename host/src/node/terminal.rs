@@ -20,12 +20,11 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::runner::{Command as NodeCommand, Node, Submission};
+use super::runner::{Command as NodeCommand, ForwardOutcome, Node, Submission};
 use crate::crypto::{Hash32, Keypair, PublicKey};
 use crate::ledger::Message;
 use crate::msb::{
-    Account, AdminAction, AdminOp, FEE, MsbOp, PartialOp, Rejection, SubmitError, UserAction,
-    UserBody,
+    Account, AdminAction, AdminOp, FEE, MsbOp, PartialOp, SubmitError, UserAction, UserBody,
 };
 use crate::node::TxFlowError;
 use crate::subnet::ops::deploy_ops;
@@ -149,7 +148,7 @@ fn read(node: &mut Node, key: &[u8], confirmed: bool) -> Result<Option<Vec<u8>>,
 }
 
 /// Whether this peer is the subnet admin (latest view).
-fn is_admin(node: &mut Node) -> Result<bool, String> {
+pub fn is_admin(node: &mut Node) -> Result<bool, String> {
     let me = node.peer_key().public();
     let admin = match node.subnet_mut().read(false, |s| SubnetMachine::admin(s)) {
         Ok(Ok(admin)) => admin,
@@ -160,7 +159,7 @@ fn is_admin(node: &mut Node) -> Result<bool, String> {
 }
 
 /// Whether this peer is a subnet indexer (latest view).
-fn is_indexer(node: &mut Node) -> Result<bool, String> {
+pub fn is_indexer(node: &mut Node) -> Result<bool, String> {
     let me = node.peer_key().public().to_hex();
     Ok(read(node, keys::INDEXERS.as_bytes(), false)?
         .is_some_and(|bytes| show(&bytes).contains(&me)))
@@ -222,10 +221,7 @@ fn submitted(result: Result<Hash32, SubmitError>) -> Result<String, String> {
 }
 
 /// Waits on the terminal's thread for a validator reached over the network.
-fn wait_for_validator(
-    outcome: oneshot::Receiver<Result<Hash32, Option<Rejection>>>,
-    tracked: bool,
-) -> Answer {
+fn wait_for_validator(outcome: ForwardOutcome, tracked: bool) -> Answer {
     Answer::Later(Box::new(move || {
         match outcome.blocking_recv() {
         Ok(Ok(tx)) => Ok(format!("MSB TX broadcasted: {tx}")),
@@ -299,11 +295,10 @@ fn msb_admin_op(node: &mut Node, action: AdminAction) -> Answer {
 /// validator, or forwarded to a peer's).
 fn tx(node: &mut Node, command: &str, sim: bool) -> Answer {
     let me = node.peer_key().public();
-    let (result, messages, forwarded) = {
-        let (subnet, mut access, flow) = node.tx_parts();
-        let result = flow.map(subnet, command).and_then(|call| {
+    let (result, forwarded) = node.with_tx_parts(|subnet, access, flow| {
+        flow.map(subnet, command).and_then(|call| {
             if sim {
-                flow.simulate(subnet, &mut access, &call.function, &call.args, &me)
+                flow.simulate(subnet, access, &call.function, &call.args, &me)
                     .map(|s| match s.result {
                         Ok(bytes) => format!(
                             "Simulation succeeded (fuel {}, {} writes): {}",
@@ -314,16 +309,13 @@ fn tx(node: &mut Node, command: &str, sim: bool) -> Answer {
                         Err(failure) => format!("Simulation failed: {failure}"),
                     })
             } else {
-                flow.submit(subnet, &mut access, &call.function, &call.args)
+                flow.submit(subnet, access, &call.function, &call.args)
                     .map(|tx| format!("MSB TX broadcasted: {tx}"))
             }
-        });
-        (result, access.take_messages(), access.take_forwarded())
-    };
-    let network = node.msb_id();
-    node.broadcast(network, messages);
-    match (result, forwarded.into_iter().next()) {
-        (Ok(_), Some(partial)) => wait_for_validator(node.forward(partial, true), true),
+        })
+    });
+    match (result, forwarded) {
+        (Ok(_), Some(outcome)) => wait_for_validator(outcome, true),
         (result, _) => Answer::Now(result.map_err(|e: TxFlowError| e.to_string())),
     }
 }

@@ -169,6 +169,10 @@ pub enum TxFlowError {
         /// Why.
         reason: String,
     },
+    /// A transaction signed elsewhere is not acceptable (wrong call or subnet, bad signature,
+    /// expired).
+    #[error("invalid signed transaction: {0}")]
+    Invalid(String),
     /// This node cannot append to the subnet.
     #[error("this node ({0}) is not a writer of the subnet, so it cannot append transactions")]
     NotWriter(PublicKey),
@@ -613,29 +617,131 @@ impl TxFlow {
             results.push(Ok(tx_hash));
             signed.push((index, tx_hash, record));
         }
+        let outcomes = self.submit_records(
+            msb,
+            signed
+                .iter()
+                .map(|(_, hash, record)| (*hash, record.clone()))
+                .collect(),
+        )?;
+        for ((index, _, _), outcome) in signed.iter().zip(outcomes) {
+            if let Err(e) = outcome {
+                results[*index] = Err(e);
+            }
+        }
+        Ok(results)
+    }
+
+    /// The body of a transaction of `function(args)` on this subnet that `requester` signs
+    /// (a wallet, through the RPC): its tx hash is what the requester's key signs.
+    pub fn prepare(
+        &self,
+        requester: PublicKey,
+        function: &str,
+        args: &[u8],
+        nonce: u64,
+        msb_height: u64,
+    ) -> UserBody {
+        UserBody {
+            action: UserAction::Tx {
+                subnet: self.subnet,
+                content: TxOp::content_hash(&self.subnet, function, args),
+            },
+            requester,
+            nonce,
+            expires: msb_height + self.expiry_window,
+        }
+    }
+
+    /// Takes a transaction signed elsewhere (a wallet through the RPC) and follows it like
+    /// [`TxFlow::submit`]: `partial` must be a `Tx` of this subnet committing to
+    /// `function(args)`, signed by its requester, not expired; the call must pass the same
+    /// checks. Returns its tx hash.
+    pub fn submit_signed(
+        &mut self,
+        subnet: &mut Ledger<SubnetMachine>,
+        msb: &mut dyn MsbAccess,
+        function: &str,
+        args: &[u8],
+        partial: PartialOp,
+    ) -> Result<Hash32, TxFlowError> {
+        self.check_ledger(subnet)?;
+        subnet.read(false, |state| check_call(state, function, args))??;
+        let network = msb.network();
+        let heights = msb.heights()?;
+        let expected = TxOp::content_hash(&self.subnet, function, args);
+        match &partial.body.action {
+            UserAction::Tx { subnet, content }
+                if *subnet == self.subnet && *content == expected => {}
+            UserAction::Tx { .. } => {
+                return Err(TxFlowError::Invalid(
+                    "the signed op does not commit to this call on this subnet".into(),
+                ));
+            }
+            _ => {
+                return Err(TxFlowError::Invalid(
+                    "the signed op is not a transaction".into(),
+                ));
+            }
+        }
+        if partial.body.expires <= heights.latest {
+            return Err(TxFlowError::Invalid(format!(
+                "the signed op expired at MSB height {} (now {})",
+                partial.body.expires, heights.latest
+            )));
+        }
+        let tx_hash = partial.body.tx_hash(&network);
+        crate::crypto::verify_hash(&partial.body.requester, &tx_hash, &partial.requester_sig)
+            .map_err(|_| TxFlowError::Invalid("the signature does not verify".into()))?;
+        if self.pending.contains_key(&tx_hash) {
+            return Ok(tx_hash);
+        }
+        let record = PendingTx {
+            function: function.to_string(),
+            args: ByteBuf::from(args.to_vec()),
+            partial,
+            stage: PendingStage::Submitting,
+            msb_height: heights.latest,
+        };
+        self.submit_records(msb, vec![(tx_hash, record)])?
+            .pop()
+            .expect("one result per record")
+            .map(|()| tx_hash)
+    }
+
+    /// Persists new pending records, then hands each to the validator: accepted ones are
+    /// marked submitted, refused ones removed (their refusal returned), node faults left to
+    /// the next poll. One result per record, in order.
+    fn submit_records(
+        &mut self,
+        msb: &mut dyn MsbAccess,
+        signed: Vec<(Hash32, PendingTx)>,
+    ) -> Result<Vec<Result<(), TxFlowError>>, TxFlowError> {
         // Persisted before anyone else sees them: a crash from here on loses nothing.
-        self.persist(signed.iter().map(|(_, hash, record)| (hash, record)))?;
-        for (_, tx_hash, record) in &signed {
+        self.persist(signed.iter().map(|(hash, record)| (hash, record)))?;
+        for (tx_hash, record) in &signed {
             self.pending.insert(*tx_hash, record.clone());
         }
+        let mut results = Vec::with_capacity(signed.len());
         let mut accepted = Vec::new();
         let mut refused = Vec::new();
-        for (index, tx_hash, mut record) in signed {
-            let function = &calls[index].function;
+        for (tx_hash, mut record) in signed {
+            let function = record.function.clone();
             match msb.submit(record.partial.clone()) {
                 Ok(_) => {
                     tracing::info!(subnet = %self.subnet, %tx_hash, function, "transaction submitted to MSB");
                     record.stage = PendingStage::Submitted;
                     accepted.push((tx_hash, record));
+                    results.push(Ok(()));
                 }
                 Err(SubmitError::Rejected(rejection)) => {
                     tracing::info!(subnet = %self.subnet, %tx_hash, function, "MSB refuses the transaction: {rejection}");
                     refused.push(tx_hash);
-                    results[index] = Err(TxFlowError::Rejected(rejection));
+                    results.push(Err(TxFlowError::Rejected(rejection)));
                 }
                 Err(SubmitError::Node(e)) => {
                     tracing::warn!(%tx_hash, "submitting to MSB failed, retrying on the next poll: {e}");
-                    results[index] = Err(TxFlowError::Ledger(e));
+                    results.push(Err(TxFlowError::Ledger(e)));
                 }
             }
         }
