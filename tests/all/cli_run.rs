@@ -263,6 +263,31 @@ fn invalid_values_fail_at_start_with_a_clear_message() {
             &["SUBNET_BOOTSTRAP (for --subnet-bootstrap)", "\"1234\""],
         ),
         (&["--mdns=maybe"], &[], &["--mdns", "\"maybe\"", "boolean"]),
+        (
+            &["--rpc-port", "70000"],
+            &[],
+            &["--rpc-port", "\"70000\"", "0 to 65535"],
+        ),
+        (
+            &["--rpc-host", "localhost"],
+            &[],
+            &["--rpc-host", "IP address"],
+        ),
+        (
+            &["--rpc-max-body-bytes=0"],
+            &[],
+            &["--rpc-max-body-bytes", "\"0\"", "whole number of bytes"],
+        ),
+        (
+            &[],
+            &[("PEER_RPC", "sometimes")],
+            &["PEER_RPC (for --rpc)", "\"sometimes\""],
+        ),
+        (
+            &["--rpc-allow-origin", "bad\norigin"],
+            &[],
+            &["--rpc-allow-origin", "origin like"],
+        ),
         (&["--timer", "2"], &[], &["--timer", "\"2\"", "boolean"]),
         (
             &["--timer", "bob"],
@@ -694,4 +719,40 @@ fn banner_of_a_read_only_joiner() {
     assert_eq!(lines[lines.len() - 2], "=".repeat(BANNER_TITLE.len()));
     assert_eq!(lines[lines.len() - 1], "");
     assert!(text.ends_with("\n\n"));
+}
+
+#[test]
+fn rpc_settings_resolve_with_flag_env_default_precedence() {
+    let dir = tempdir();
+    let out = dry(dir.path(), &[], &[]);
+    assert_eq!(
+        setting(&out, "--rpc"),
+        "--rpc                    off  (default)"
+    );
+    assert!(setting(&out, "--rpc-port").contains("5001"));
+    assert!(setting(&out, "--rpc-host").contains("127.0.0.1"));
+    assert!(setting(&out, "--rpc-max-body-bytes").contains("1000000"));
+    let out = dry(
+        dir.path(),
+        &["--rpc", "--rpc-port=0", "--api-tx-exposed"],
+        &[
+            ("PEER_RPC_PORT", "6000"),
+            ("PEER_RPC_ALLOW_ORIGIN", "https://app.example"),
+        ],
+    );
+    assert!(setting(&out, "--rpc").contains("on  (flag --rpc)"));
+    assert!(setting(&out, "--rpc-port").contains("0  (flag --rpc-port)"));
+    assert!(setting(&out, "--api-tx-exposed").contains("on"));
+    assert!(
+        setting(&out, "--rpc-allow-origin")
+            .contains("https://app.example  (env PEER_RPC_ALLOW_ORIGIN)")
+    );
+    // Submissions exposed without the RPC: a warning, not an error.
+    let outcome = run(dir.path(), &["--dry-run", "--api-tx-exposed"], &[]);
+    let stderr = outcome.stderr.clone();
+    outcome.success();
+    assert!(
+        stderr.contains("--api-tx-exposed has no effect without --rpc"),
+        "{stderr}"
+    );
 }

@@ -16,6 +16,7 @@ mod msb_support;
 mod net;
 mod node;
 mod node_support;
+mod rpc;
 mod runtime;
 mod store;
 mod subnet;

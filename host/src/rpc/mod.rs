@@ -258,8 +258,8 @@ pub fn router(settings: &RpcSettings, node: NodeClient) -> Result<Router, String
         .merge(openapi::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::map_response(no_content_for_options))
         .layer(cors)
+        .layer(axum::middleware::map_response(no_content_for_options))
         .with_state(state))
 }
 
@@ -304,10 +304,14 @@ async fn method_not_allowed() -> ApiError {
     }
 }
 
-/// Any `OPTIONS` request is answered 204 with an empty body (CORS headers added by the layer).
-async fn no_content_for_options(method: Method, response: Response) -> Response {
-    if method == Method::OPTIONS && response.status().is_success() {
-        return StatusCode::NO_CONTENT.into_response();
+/// Any `OPTIONS` request is answered 204 with an empty body, keeping the CORS headers of a
+/// preflight answer.
+async fn no_content_for_options(method: Method, mut response: Response) -> Response {
+    if method == Method::OPTIONS {
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        *response.body_mut() = axum::body::Body::empty();
+        response.headers_mut().remove(header::CONTENT_LENGTH);
+        response.headers_mut().remove(header::CONTENT_TYPE);
     }
     response
 }
