@@ -15,7 +15,7 @@ pub struct NodeProc {
     pub child: Child,
     stdin: ChildStdin,
     lines: Receiver<String>,
-    stderr: std::thread::JoinHandle<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
     pub seen: Vec<String>,
 }
 
@@ -57,7 +57,7 @@ impl NodeProc {
             child,
             stdin,
             lines,
-            stderr,
+            stderr: Some(stderr),
             seen: Vec::new(),
         }
     }
@@ -136,7 +136,7 @@ impl NodeProc {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        (code, self.stderr.join().unwrap_or_default())
+        (code, self.take_stderr())
     }
 }
 
@@ -266,7 +266,15 @@ impl NodeProc {
     /// The exit code and stderr of a process that exited (or is exiting) on its own.
     pub fn terminate_exited(mut self) -> (Option<i32>, String) {
         let code = self.child.wait().expect("wait").code();
-        (code, self.stderr.join().unwrap_or_default())
+        (code, self.take_stderr())
+    }
+
+    /// What the process wrote on stderr (once it has exited).
+    fn take_stderr(&mut self) -> String {
+        self.stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
     }
 
     /// Kills the process with SIGKILL and waits for it.
@@ -290,5 +298,15 @@ pub fn await_converged(nodes: &mut [&mut NodeProc], min_height: u64) -> (u64, St
             "the subnet did not converge: {views:?}"
         );
         std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// A test that fails midway must not leave its nodes running.
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
