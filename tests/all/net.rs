@@ -515,3 +515,58 @@ async fn bad_configuration_fails_fast() {
         .unwrap_err();
     assert!(matches!(err, NetError::NoRuntime));
 }
+
+#[tokio::test]
+async fn sidechannel_frames_flow_in_order_and_oversized_ones_are_refused() {
+    let (inbound_tx, mut inbound) = mpsc::channel(4096);
+    let mut receiver_config = config(41);
+    receiver_config.sidechannel = Some(inbound_tx);
+    receiver_config.limits.max_sidechannel_frame_bytes = 4096;
+    let receiver = start(receiver_config).await;
+    let mut sender = start(config(42)).await;
+    let peer = sender.net.dial(receiver.addr.clone()).await.expect("dial");
+    connected(&mut sender.events, peer).await;
+
+    // Many frames, pipelined, arrive complete and in order with the sender's key.
+    for i in 0..500u32 {
+        sender
+            .net
+            .sidechannel_send(peer, i.to_be_bytes().to_vec())
+            .await
+            .expect("queued");
+    }
+    for i in 0..500u32 {
+        let got = tokio::time::timeout(WAIT, inbound.recv())
+            .await
+            .expect("a frame in time")
+            .expect("open");
+        assert_eq!(got.key, sender.key.public());
+        assert_eq!(&got.frame[..], &i.to_be_bytes());
+    }
+    // Above the sender's own limit: refused before sending.
+    assert!(matches!(
+        sender.net.sidechannel_send(peer, vec![0; 2 << 20]).await,
+        Err(NetError::FrameTooLarge { .. })
+    ));
+    // Above the receiver's limit: refused there, never delivered.
+    sender
+        .net
+        .sidechannel_send(peer, vec![1; 8192])
+        .await
+        .expect("queued");
+    sender
+        .net
+        .sidechannel_send(peer, vec![2; 16])
+        .await
+        .expect("queued");
+    let next_frame = tokio::time::timeout(WAIT, inbound.recv())
+        .await
+        .expect("a frame in time")
+        .expect("open");
+    assert_eq!(&next_frame.frame[..], &[2; 16]);
+
+    // A node without sidechannels does not take the protocol; its ledger still works.
+    sender.net.disconnect(peer).await.expect("disconnect");
+    sender.net.shutdown().await;
+    receiver.net.shutdown().await;
+}

@@ -91,6 +91,8 @@ pub struct NetLimits {
     pub max_connections: u32,
     /// Concurrent request-response substreams per connection (inbound + outbound).
     pub max_streams_per_connection: usize,
+    /// Largest sidechannel frame read or written (frames travel in order, batched).
+    pub max_sidechannel_frame_bytes: usize,
 }
 
 impl Default for NetLimits {
@@ -103,6 +105,7 @@ impl Default for NetLimits {
             event_capacity: 1024,
             max_connections: 256,
             max_streams_per_connection: 32,
+            max_sidechannel_frame_bytes: 1 << 20,
         }
     }
 }
@@ -133,6 +136,20 @@ pub struct NetConfig {
     /// Peers known from earlier runs (multiaddrs ending in `/p2p/<id>`), dialed once at start
     /// (at most 32; unlike bootstrap peers, not retried).
     pub known_peers: Vec<Multiaddr>,
+    /// Where inbound sidechannel frames go (`/trac/sidechannel/1`); without it the node does
+    /// not accept the protocol. A full channel drops frames (counted as dropped events).
+    pub sidechannel: Option<mpsc::Sender<ScInbound>>,
+}
+
+/// A sidechannel frame from a peer, as received (not decoded by the network layer).
+#[derive(Debug, Clone)]
+pub struct ScInbound {
+    /// The neighbour it came from.
+    pub peer: PeerId,
+    /// Its peer key (its identity, authenticated by the connection).
+    pub key: PublicKey,
+    /// The frame.
+    pub frame: libp2p::bytes::Bytes,
 }
 
 impl NetConfig {
@@ -151,6 +168,7 @@ impl NetConfig {
             identify_timeout: Duration::from_secs(10),
             bootstrap_retry: Duration::from_secs(30),
             known_peers: Vec::new(),
+            sidechannel: None,
         }
     }
 }
@@ -346,6 +364,7 @@ pub struct NetHandle {
     peer_id: PeerId,
     public: PublicKey,
     max_frame: usize,
+    max_sidechannel_frame: usize,
     task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
@@ -460,6 +479,32 @@ impl NetHandle {
         let frame = self.frame(network, FrameKind::Push, messages, Vec::new())?;
         self.ask(|reply| swarm::Command::Push { frame, reply })
             .await
+    }
+
+    /// Queues a sidechannel frame for `peer` (`/trac/sidechannel/1`; fire and forget: a slow
+    /// peer's oldest frames are dropped, an unknown peer's are ignored).
+    pub async fn sidechannel_send(&self, peer: PeerId, frame: Vec<u8>) -> Result<(), NetError> {
+        if frame.len() > self.max_sidechannel_frame {
+            return Err(NetError::FrameTooLarge {
+                size: frame.len(),
+                max: self.max_sidechannel_frame,
+            });
+        }
+        self.commands
+            .send(swarm::Command::ScSend {
+                peer,
+                frame: frame.into(),
+            })
+            .await
+            .map_err(|_| NetError::Stopped)
+    }
+
+    /// Closes the connections to `peer` (a peer that keeps abusing its limits).
+    pub async fn disconnect(&self, peer: PeerId) -> Result<(), NetError> {
+        self.commands
+            .send(swarm::Command::Disconnect(peer))
+            .await
+            .map_err(|_| NetError::Stopped)
     }
 
     /// Closes every connection and stops the swarm task (waits for it). Other handles then

@@ -26,6 +26,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, trace, warn};
 
+use super::ScInbound;
 use super::identity::{libp2p_keypair, public_key_of};
 use super::queue::{Outbound, PeerQueue, QueueLimits};
 use super::wire::{
@@ -76,6 +77,11 @@ pub(crate) enum Command {
         frame: Bytes,
         reply: oneshot::Sender<usize>,
     },
+    ScSend {
+        peer: PeerId,
+        frame: Bytes,
+    },
+    Disconnect(PeerId),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -88,6 +94,7 @@ struct Behaviour {
     kad: kad::Behaviour<kad::store::MemoryStore>,
     mdns: Toggle<mdns::tokio::Behaviour>,
     ledger: request_response::Behaviour<FrameCodec>,
+    sidechannel: request_response::Behaviour<FrameCodec>,
 }
 
 /// A bootstrap peer as configured.
@@ -166,6 +173,8 @@ struct DialWaiter {
 struct PeerState {
     public: PublicKey,
     queue: PeerQueue<Reply>,
+    /// Sidechannel frames to it.
+    sc_queue: ScQueue,
 }
 
 /// Settings the task consults.
@@ -175,6 +184,8 @@ struct Settings {
     ledger_protocol: StreamProtocol,
     kad_protocol: StreamProtocol,
     queue: QueueLimits,
+    sc_queue: QueueLimits,
+    max_sidechannel_frame: usize,
     max_frame: usize,
     max_connections: usize,
     identify_timeout: Duration,
@@ -200,6 +211,10 @@ struct Task {
     dials: HashMap<ConnectionId, DialWaiter>,
     ready_waiters: HashMap<PeerId, Vec<DialReply>>,
     outbound: HashMap<OutboundRequestId, (PeerId, Option<Reply>)>,
+    /// Sidechannel frames on the wire, by request.
+    sc_outbound: HashMap<OutboundRequestId, PeerId>,
+    /// Where inbound sidechannel frames go (none: the protocol is refused).
+    sc_inbound: Option<mpsc::Sender<ScInbound>>,
     answers: FuturesUnordered<PendingAnswer>,
     bootstrap: Vec<Bootstrap>,
     resolved_tx: mpsc::UnboundedSender<(usize, Result<Vec<SocketAddr>, String>)>,
@@ -241,6 +256,12 @@ pub(crate) fn start(config: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetE
             max_queued: limits.max_queued,
             max_queued_bytes: limits.max_queued_bytes,
         },
+        sc_queue: QueueLimits {
+            max_in_flight: 1,
+            max_queued: limits.max_queued * 16,
+            max_queued_bytes: limits.max_queued_bytes,
+        },
+        max_sidechannel_frame: limits.max_sidechannel_frame_bytes,
         max_frame: limits.max_frame_bytes,
         max_connections: limits.max_connections as usize,
         identify_timeout: config.identify_timeout,
@@ -285,6 +306,22 @@ pub(crate) fn start(config: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetE
             request_response::Config::default()
                 .with_request_timeout(config.request_timeout)
                 .with_max_concurrent_streams(limits.max_streams_per_connection.max(1)),
+        ),
+        sidechannel: request_response::Behaviour::with_codec(
+            FrameCodec {
+                max_frame: sidechannel_batch_limit(limits.max_sidechannel_frame_bytes),
+            },
+            [(
+                protocol("sidechannel", config.protocol_version)?,
+                if config.sidechannel.is_some() {
+                    ProtocolSupport::Full
+                } else {
+                    ProtocolSupport::Outbound
+                },
+            )],
+            request_response::Config::default()
+                .with_request_timeout(config.request_timeout)
+                .with_max_concurrent_streams(limits.max_streams_per_connection.max(2)),
         ),
     };
 
@@ -332,6 +369,8 @@ pub(crate) fn start(config: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetE
         dials: HashMap::new(),
         ready_waiters: HashMap::new(),
         outbound: HashMap::new(),
+        sc_outbound: HashMap::new(),
+        sc_inbound: config.sidechannel.clone(),
         answers: FuturesUnordered::new(),
         bootstrap,
         resolved_tx,
@@ -348,6 +387,7 @@ pub(crate) fn start(config: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetE
         peer_id: local,
         public: config.keypair.public(),
         max_frame: limits.max_frame_bytes,
+        max_sidechannel_frame: limits.max_sidechannel_frame_bytes,
         task: Arc::new(Mutex::new(Some(join))),
     };
     Ok((handle, event_rx))
@@ -470,6 +510,21 @@ impl Task {
                 }
                 let _ = reply.send(peers.len());
             }
+            Command::ScSend { peer, frame } => {
+                let Some(state) = self.peers.get_mut(&peer) else {
+                    return;
+                };
+                let dropped = state.sc_queue.push(frame, &self.settings.sc_queue);
+                if dropped > 0 {
+                    self.stats.dropped_pushes += dropped;
+                    debug!(%peer, dropped, "sidechannel peer is slow: oldest frames dropped");
+                }
+                self.pump(peer);
+            }
+            Command::Disconnect(peer) => {
+                warn!(%peer, "disconnecting the peer");
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
             Command::Shutdown(_) => unreachable!("handled by the loop"),
         }
     }
@@ -524,8 +579,22 @@ impl Task {
         }
     }
 
-    /// Puts queued frames for `peer` on the wire while its window has room.
+    /// Puts queued frames for `peer` on the wire while its windows have room.
     fn pump(&mut self, peer: PeerId) {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if let Some(batch) = state
+            .sc_queue
+            .next_batch(sidechannel_batch_limit(self.settings.max_sidechannel_frame))
+        {
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .sidechannel
+                .send_request(&peer, Frame::Bytes(batch));
+            self.sc_outbound.insert(id, peer);
+        }
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -690,6 +759,7 @@ impl Task {
             }
             BehaviourEvent::Mdns(mdns::Event::Expired(_)) => {}
             BehaviourEvent::Ledger(event) => self.ledger_event(event),
+            BehaviourEvent::Sidechannel(event) => self.sidechannel_event(event),
         }
     }
 
@@ -766,6 +836,7 @@ impl Task {
             PeerState {
                 public,
                 queue: PeerQueue::new(self.settings.queue),
+                sc_queue: ScQueue::default(),
             },
         );
         info!(%peer, key = %public, agent = %info.agent_version, "peer connected");
@@ -839,6 +910,97 @@ impl Task {
                 debug!(%peer, "inbound ledger request failed: {error}");
             }
             request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn sidechannel_event(&mut self, event: request_response::Event<Frame, Bytes>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    // Acknowledged at once: a sidechannel frame needs no answer.
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .sidechannel
+                        .send_response(channel, Bytes::new());
+                    self.sidechannel_inbound(peer, request);
+                }
+                request_response::Message::Response { request_id, .. } => {
+                    self.sidechannel_sent(request_id);
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                debug!(%peer, "sidechannel frame not delivered: {error}");
+                self.sidechannel_sent(request_id);
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, "inbound sidechannel frame failed: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// A sidechannel frame of ours was acknowledged or failed: its window slot frees.
+    fn sidechannel_sent(&mut self, id: OutboundRequestId) {
+        let Some(peer) = self.sc_outbound.remove(&id) else {
+            return;
+        };
+        if let Some(state) = self.peers.get_mut(&peer) {
+            state.sc_queue.in_flight = false;
+        }
+        self.pump(peer);
+    }
+
+    /// Hands an inbound sidechannel frame to the node (dropped, and counted, when the node
+    /// does not keep up or the peer is not identified).
+    fn sidechannel_inbound(&mut self, peer: PeerId, frame: Frame) {
+        let Some(public) = self.peers.get(&peer).map(|s| s.public) else {
+            return;
+        };
+        let bytes = match frame {
+            Frame::Bytes(bytes) => bytes,
+            Frame::TooLarge(too_large) => {
+                self.frame_refused(peer, format!("sidechannel batch refused: {too_large}"));
+                return;
+            }
+        };
+        let frames = match split_batch(&bytes, self.settings.max_sidechannel_frame) {
+            Ok((frames, 0)) => frames,
+            Ok((frames, skipped)) => {
+                let max = self.settings.max_sidechannel_frame;
+                self.stats.refused_frames += skipped as u64 - 1;
+                self.frame_refused(
+                    peer,
+                    format!("{skipped} sidechannel frame(s) above {max} bytes refused"),
+                );
+                frames
+            }
+            Err(reason) => {
+                self.frame_refused(peer, format!("sidechannel batch refused: {reason}"));
+                return;
+            }
+        };
+        let Some(inbound) = &self.sc_inbound else {
+            return;
+        };
+        for frame in frames {
+            if inbound
+                .try_send(ScInbound {
+                    peer,
+                    key: public,
+                    frame,
+                })
+                .is_err()
+            {
+                self.stats.dropped_events += 1;
+            }
         }
     }
 
@@ -1108,6 +1270,83 @@ impl Task {
     }
 }
 
+/// The largest sidechannel batch on the wire: room for one frame of the limit and its prefix.
+fn sidechannel_batch_limit(max_frame: usize) -> usize {
+    max_frame.saturating_add(4).max(64 << 10)
+}
+
+/// The sidechannel frames waiting for one peer. Frames go out in order, in batches (one
+/// request at a time: under load each batch carries everything queued since the last).
+#[derive(Debug, Default)]
+struct ScQueue {
+    pending: std::collections::VecDeque<Bytes>,
+    pending_bytes: usize,
+    in_flight: bool,
+}
+
+impl ScQueue {
+    /// Queues a frame; when over the limits the oldest frames are dropped (returns how many).
+    fn push(&mut self, frame: Bytes, limits: &QueueLimits) -> u64 {
+        self.pending_bytes += frame.len();
+        self.pending.push_back(frame);
+        let mut dropped = 0;
+        while self.pending.len() > 1
+            && (self.pending.len() > limits.max_queued
+                || self.pending_bytes > limits.max_queued_bytes)
+        {
+            if let Some(old) = self.pending.pop_front() {
+                self.pending_bytes -= old.len();
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
+    /// The next batch (frames as `u32` big-endian length + bytes, up to `limit` bytes) when
+    /// none is on the wire.
+    fn next_batch(&mut self, limit: usize) -> Option<Bytes> {
+        if self.in_flight || self.pending.is_empty() {
+            return None;
+        }
+        let mut batch = Vec::new();
+        while let Some(frame) = self.pending.front() {
+            if !batch.is_empty() && batch.len() + 4 + frame.len() > limit {
+                break;
+            }
+            let frame = self.pending.pop_front().expect("front exists");
+            self.pending_bytes -= frame.len();
+            batch.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+            batch.extend_from_slice(&frame);
+        }
+        self.in_flight = true;
+        Some(Bytes::from(batch))
+    }
+}
+
+/// Splits a sidechannel batch into its frames; frames above `max_frame` bytes are skipped
+/// (their count is returned with the others). A truncated batch is refused whole.
+fn split_batch(batch: &[u8], max_frame: usize) -> Result<(Vec<Bytes>, usize), String> {
+    let mut frames = Vec::new();
+    let mut skipped = 0;
+    let mut rest = batch;
+    while !rest.is_empty() {
+        let (prefix, tail) = rest
+            .split_first_chunk::<4>()
+            .ok_or("truncated length prefix")?;
+        let len = u32::from_be_bytes(*prefix) as usize;
+        if tail.len() < len {
+            return Err(format!("frame truncated: {} of {len} bytes", tail.len()));
+        }
+        if len > max_frame {
+            skipped += 1;
+        } else {
+            frames.push(Bytes::copy_from_slice(&tail[..len]));
+        }
+        rest = &tail[len..];
+    }
+    Ok((frames, skipped))
+}
+
 /// Whether an announced listen address can be dialed back (not an unspecified IP).
 fn is_dialable(addr: &Multiaddr) -> bool {
     addr.iter().all(|p| match p {
@@ -1132,6 +1371,42 @@ fn event_name(event: &NetEvent) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sidechannel_batches_keep_order_respect_limits_and_split_back() {
+        let limits = QueueLimits {
+            max_in_flight: 1,
+            max_queued: 3,
+            max_queued_bytes: 1 << 20,
+        };
+        let mut queue = ScQueue::default();
+        for i in 0..5u8 {
+            queue.push(Bytes::from(vec![i; 10]), &limits);
+        }
+        // Over the count limit: the two oldest went.
+        let batch = queue.next_batch(1 << 16).expect("a batch");
+        assert!(
+            queue.next_batch(1 << 16).is_none(),
+            "one batch on the wire at a time"
+        );
+        let (frames, skipped) = split_batch(&batch, 100).unwrap();
+        assert_eq!(skipped, 0);
+        assert_eq!(
+            frames,
+            (2..5u8)
+                .map(|i| Bytes::from(vec![i; 10]))
+                .collect::<Vec<_>>()
+        );
+        // A batch stops before its limit; a frame above the reader's limit is skipped.
+        queue.in_flight = false;
+        queue.push(Bytes::from(vec![9; 60]), &limits);
+        queue.push(Bytes::from(vec![8; 60]), &limits);
+        let batch = queue.next_batch(100).expect("a batch");
+        assert_eq!(batch.len(), 64);
+        assert_eq!(split_batch(&batch, 50).unwrap(), (Vec::new(), 1));
+        assert!(split_batch(&[0, 0, 0, 9, 1], 100).is_err());
+        assert!(split_batch(&[0, 0], 100).is_err());
+    }
 
     #[test]
     fn bootstrap_entries() {
