@@ -267,8 +267,8 @@ fn every_builtin_has_a_parser_and_its_name_round_trips() {
             .iter()
             .map(|f| {
                 let v = match *f {
-                    "address" | "key" | "user" | "to" => k.clone(),
-                    "amount" => "1".into(),
+                    "address" | "key" | "user" | "to" | "owner" | "pubkey" => k.clone(),
+                    "amount" | "ttl" => "1".into(),
                     "id" | "reply_to" | "pin_id" => "1".into(),
                     "enabled" | "muted" | "mod" | "status" | "pin" | "sim" | "confirmed" => {
                         "1".into()
@@ -583,4 +583,55 @@ fn dispatch_runs_commands_and_reports_failures() {
 fn the_editor_can_move_to_a_blocking_thread() {
     fn assert_send<T: Send + 'static>() {}
     assert_send::<trac_host::terminal::Editor>();
+}
+
+#[test]
+fn sidechannel_commands_parse_with_their_flags() {
+    let k = key(3);
+    both(
+        "/sc_join",
+        &[
+            ("channel", "room"),
+            ("invite", "@inv.b64"),
+            ("owner", &k.to_hex()),
+        ],
+        Command::ScJoin {
+            channel: "room".into(),
+            invite: Some("@inv.b64".into()),
+            welcome: None,
+            owner: Some(k),
+        },
+    );
+    both(
+        "/sc_send",
+        &[("channel", "room"), ("message", "hello there")],
+        Command::ScSend {
+            channel: "room".into(),
+            message: "hello there".into(),
+            invite: None,
+        },
+    );
+    both(
+        "/sc_invite",
+        &[("channel", "vip"), ("pubkey", &k.to_hex()), ("ttl", "60")],
+        Command::ScInvite {
+            channel: "vip".into(),
+            pubkey: k,
+            ttl: Some(60),
+        },
+    );
+    both(
+        "/sc_open",
+        &[("channel", "new"), ("via", "0000intercom")],
+        Command::ScOpen {
+            channel: "new".into(),
+            via: Some("0000intercom".into()),
+            invite: None,
+            welcome: None,
+        },
+    );
+    assert_eq!(parse("/sc_stats"), Command::ScStats);
+    assert!(usage_error("/sc_send --channel room").contains("missing --message"));
+    assert!(usage_error("/sc_invite --channel vip --pubkey zz").contains("--pubkey"));
+    assert!(usage_error("/sc_leave").contains("missing --channel"));
 }

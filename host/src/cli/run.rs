@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 
 use super::passphrase::{PassphraseArgs, Purpose};
 use crate::node::config::{
-    BannerInfo, LoadedKey, MsbStart, RunConfig, RunFlags, StartPlan, SubnetStart,
+    BannerInfo, LoadedKey, MsbStart, RunConfig, RunFlags, ScFlags, StartPlan, SubnetStart,
     load_or_create_keypair, render_banner,
 };
 use crate::node::runner::{Command, Node, NodeClient, NodeConfig, TIMER_EVERY};
@@ -147,7 +147,137 @@ pub struct RunArgs {
     timer_interval_ms: Option<u64>,
 
     #[command(flatten)]
+    sidechannel: ScArgs,
+
+    #[command(flatten)]
     passphrase: PassphraseArgs,
+}
+
+/// The sidechannel flags of `trac run`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Sidechannels")]
+struct ScArgs {
+    /// Extra sidechannels joined at start, comma-separated [env: SIDECHANNELS] (alias --sidechannel).
+    #[arg(long = "sidechannels", value_name = "LIST", alias = "sidechannel")]
+    channels: Option<String>,
+
+    /// Log every sidechannel decision; bare = on [env: SIDECHANNEL_DEBUG] [default: off].
+    #[arg(long = "sidechannel-debug", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    debug: Option<String>,
+
+    /// Do not print received sidechannel messages (still relayed); bare = on [env: SIDECHANNEL_QUIET] [default: off].
+    #[arg(long = "sidechannel-quiet", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    quiet: Option<String>,
+
+    /// Largest sidechannel frame sent and received [env: SIDECHANNEL_MAX_BYTES] [default: 256000].
+    #[arg(long = "sidechannel-max-bytes", value_name = "BYTES")]
+    max_bytes: Option<String>,
+
+    /// Act on peers' requests to open channels [env: SIDECHANNEL_ALLOW_REMOTE_OPEN] [default: on].
+    #[arg(long = "sidechannel-allow-remote-open", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    allow_remote_open: Option<String>,
+
+    /// Join the channels of accepted open requests [env: SIDECHANNEL_AUTO_JOIN] [default: off].
+    #[arg(long = "sidechannel-auto-join", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    auto_join: Option<String>,
+
+    /// Proof of work on sidechannel frames [env: SIDECHANNEL_POW] [default: on].
+    #[arg(long = "sidechannel-pow", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pow: Option<String>,
+
+    /// Proof-of-work difficulty, leading zero bits 0-32 [env: SIDECHANNEL_POW_DIFFICULTY] [default: 12].
+    #[arg(long = "sidechannel-pow-difficulty", value_name = "BITS")]
+    pow_difficulty: Option<String>,
+
+    /// Proof of work on the entry channel only [env: SIDECHANNEL_POW_ENTRY] [default: off].
+    #[arg(long = "sidechannel-pow-entry", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pow_entry: Option<String>,
+
+    /// Proof of work on these channels only [env: SIDECHANNEL_POW_CHANNELS].
+    #[arg(long = "sidechannel-pow-channels", value_name = "LIST")]
+    pow_channels: Option<String>,
+
+    /// Inbound sidechannel bytes per second per peer key, 0 for no limit [env: SIDECHANNEL_RATE_BYTES] [default: 64000].
+    #[arg(long = "sidechannel-rate-bytes", value_name = "BYTES")]
+    rate_bytes: Option<String>,
+
+    /// Inbound burst per peer key [env: SIDECHANNEL_RATE_BURST] [default: 256000].
+    #[arg(long = "sidechannel-rate-burst", value_name = "BYTES")]
+    rate_burst: Option<String>,
+
+    /// Rate-limit strikes before a block [env: SIDECHANNEL_MAX_STRIKES] [default: 3].
+    #[arg(long = "sidechannel-max-strikes", value_name = "N")]
+    max_strikes: Option<String>,
+
+    /// Every non-entry channel is invite-only [env: SIDECHANNEL_INVITE_REQUIRED] [default: off].
+    #[arg(long = "sidechannel-invite-required", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    invite_required: Option<String>,
+
+    /// Invite-only channels [env: SIDECHANNEL_INVITE_CHANNELS].
+    #[arg(long = "sidechannel-invite-channels", value_name = "LIST")]
+    invite_channels: Option<String>,
+
+    /// Invite-only channel name prefixes [env: SIDECHANNEL_INVITE_PREFIXES].
+    #[arg(long = "sidechannel-invite-prefixes", value_name = "LIST")]
+    invite_prefixes: Option<String>,
+
+    /// Trusted inviter keys, hex, comma-separated [env: SIDECHANNEL_INVITER_KEYS].
+    #[arg(long = "sidechannel-inviter-keys", value_name = "LIST")]
+    inviter_keys: Option<String>,
+
+    /// Default invite lifetime in seconds [env: SIDECHANNEL_INVITE_TTL] [default: 604800].
+    #[arg(long = "sidechannel-invite-ttl", value_name = "SECS")]
+    invite_ttl: Option<String>,
+
+    /// Channel owners as channel:key, comma-separated [env: SIDECHANNEL_OWNER].
+    #[arg(long = "sidechannel-owner", value_name = "LIST")]
+    owners: Option<String>,
+
+    /// Only owners write on non-entry channels [env: SIDECHANNEL_OWNER_WRITE_ONLY] [default: off].
+    #[arg(long = "sidechannel-owner-write-only", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    owner_write_only: Option<String>,
+
+    /// Owner-only channels [env: SIDECHANNEL_OWNER_WRITE_CHANNELS].
+    #[arg(long = "sidechannel-owner-write-channels", value_name = "LIST")]
+    owner_write_channels: Option<String>,
+
+    /// Startup welcomes as channel:<base64 or @file> [env: SIDECHANNEL_WELCOME].
+    #[arg(long = "sidechannel-welcome", value_name = "LIST")]
+    welcomes: Option<String>,
+
+    /// Non-entry channels need their owner's welcome [env: SIDECHANNEL_WELCOME_REQUIRED] [default: on].
+    #[arg(long = "sidechannel-welcome-required", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    welcome_required: Option<String>,
+}
+
+impl ScArgs {
+    fn flags(&self) -> ScFlags {
+        ScFlags {
+            channels: self.channels.clone(),
+            debug: self.debug.clone(),
+            quiet: self.quiet.clone(),
+            max_bytes: self.max_bytes.clone(),
+            allow_remote_open: self.allow_remote_open.clone(),
+            auto_join: self.auto_join.clone(),
+            pow: self.pow.clone(),
+            pow_difficulty: self.pow_difficulty.clone(),
+            pow_entry: self.pow_entry.clone(),
+            pow_channels: self.pow_channels.clone(),
+            rate_bytes: self.rate_bytes.clone(),
+            rate_burst: self.rate_burst.clone(),
+            max_strikes: self.max_strikes.clone(),
+            invite_required: self.invite_required.clone(),
+            invite_channels: self.invite_channels.clone(),
+            invite_prefixes: self.invite_prefixes.clone(),
+            inviter_keys: self.inviter_keys.clone(),
+            invite_ttl: self.invite_ttl.clone(),
+            owners: self.owners.clone(),
+            owner_write_only: self.owner_write_only.clone(),
+            owner_write_channels: self.owner_write_channels.clone(),
+            welcomes: self.welcomes.clone(),
+            welcome_required: self.welcome_required.clone(),
+        }
+    }
 }
 
 impl RunArgs {
@@ -176,6 +306,7 @@ impl RunArgs {
             api_tx_exposed: self.api_tx_exposed.clone(),
             rpc_allow_origin: self.rpc_allow_origin.clone(),
             rpc_max_body_bytes: self.rpc_max_body_bytes.clone(),
+            sidechannel: self.sidechannel.flags(),
         }
     }
 }

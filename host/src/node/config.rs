@@ -45,6 +45,34 @@
 //! | `--rpc-allow-origin` | `PEER_RPC_ALLOW_ORIGIN` | `*` | the CORS allowed origin |
 //! | `--rpc-max-body-bytes` | `PEER_RPC_MAX_BODY_BYTES` | `1000000` | largest request body (1 B–64 MiB) |
 //!
+//! Sidechannels ([`ScConfig`]; `SIDECHANNEL_*` variables, as the reference runner):
+//!
+//! | Flag | Environment | Default | Meaning |
+//! |---|---|---|---|
+//! | `--sidechannels`, `--sidechannel` | `SIDECHANNELS` | none | CSV of extra channels joined at start |
+//! | `--sidechannel-debug` | `SIDECHANNEL_DEBUG` | off | log every drop and decision |
+//! | `--sidechannel-quiet` | `SIDECHANNEL_QUIET` | off | do not print received messages (still relayed) |
+//! | `--sidechannel-max-bytes` | `SIDECHANNEL_MAX_BYTES` | `256000` | largest frame sent **and** received |
+//! | `--sidechannel-allow-remote-open` | `SIDECHANNEL_ALLOW_REMOTE_OPEN` | on | act on open requests |
+//! | `--sidechannel-auto-join` | `SIDECHANNEL_AUTO_JOIN` | off | join channels an accepted open request names |
+//! | `--sidechannel-pow` | `SIDECHANNEL_POW` | on | proof of work on frames |
+//! | `--sidechannel-pow-difficulty` | `SIDECHANNEL_POW_DIFFICULTY` | `12` | leading zero bits (0–32) |
+//! | `--sidechannel-pow-entry` | `SIDECHANNEL_POW_ENTRY` | off | PoW on the entry channel only |
+//! | `--sidechannel-pow-channels` | `SIDECHANNEL_POW_CHANNELS` | none | PoW on these channels only |
+//! | `--sidechannel-rate-bytes` | `SIDECHANNEL_RATE_BYTES` | `64000` | inbound bytes/s per peer key (0: no limit) |
+//! | `--sidechannel-rate-burst` | `SIDECHANNEL_RATE_BURST` | `256000` | bucket capacity, bytes |
+//! | `--sidechannel-max-strikes` | `SIDECHANNEL_MAX_STRIKES` | `3` | strikes before a block |
+//! | `--sidechannel-invite-required` | `SIDECHANNEL_INVITE_REQUIRED` | off | every non-entry channel is invite-only |
+//! | `--sidechannel-invite-channels` | `SIDECHANNEL_INVITE_CHANNELS` | none | invite-only channels (alone enough) |
+//! | `--sidechannel-invite-prefixes` | `SIDECHANNEL_INVITE_PREFIXES` | none | invite-only name prefixes (alone enough) |
+//! | `--sidechannel-inviter-keys` | `SIDECHANNEL_INVITER_KEYS` | none | CSV of trusted inviter keys |
+//! | `--sidechannel-invite-ttl` | `SIDECHANNEL_INVITE_TTL` | `604800` | default invite lifetime, seconds |
+//! | `--sidechannel-owner` | `SIDECHANNEL_OWNER` | none | CSV of `channel:owner-key` |
+//! | `--sidechannel-owner-write-only` | `SIDECHANNEL_OWNER_WRITE_ONLY` | off | only owners write on non-entry channels |
+//! | `--sidechannel-owner-write-channels` | `SIDECHANNEL_OWNER_WRITE_CHANNELS` | none | owner-only channels |
+//! | `--sidechannel-welcome` | `SIDECHANNEL_WELCOME` | none | CSV of `channel:<welcome>` (base64 or `@file`) |
+//! | `--sidechannel-welcome-required` | `SIDECHANNEL_WELCOME_REQUIRED` | on | non-entry channels need their owner's welcome |
+//!
 //! The keystore passphrase (`--passphrase`, `--passphrase-file`, `TRAC_PASSPHRASE`,
 //! `TRAC_PASSPHRASE_FILE`) is resolved by the command line as for `trac keys`; without one the
 //! keystores are created unencrypted.
@@ -142,6 +170,110 @@ pub struct RunFlags {
     pub rpc_allow_origin: Option<String>,
     /// `--rpc-max-body-bytes`.
     pub rpc_max_body_bytes: Option<String>,
+    /// The sidechannel flags.
+    pub sidechannel: ScFlags,
+}
+
+/// The sidechannel flags as given (each `None` when absent).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScFlags {
+    /// `--sidechannels` / `--sidechannel`.
+    pub channels: Option<String>,
+    /// `--sidechannel-debug`.
+    pub debug: Option<String>,
+    /// `--sidechannel-quiet`.
+    pub quiet: Option<String>,
+    /// `--sidechannel-max-bytes`.
+    pub max_bytes: Option<String>,
+    /// `--sidechannel-allow-remote-open`.
+    pub allow_remote_open: Option<String>,
+    /// `--sidechannel-auto-join`.
+    pub auto_join: Option<String>,
+    /// `--sidechannel-pow`.
+    pub pow: Option<String>,
+    /// `--sidechannel-pow-difficulty`.
+    pub pow_difficulty: Option<String>,
+    /// `--sidechannel-pow-entry`.
+    pub pow_entry: Option<String>,
+    /// `--sidechannel-pow-channels`.
+    pub pow_channels: Option<String>,
+    /// `--sidechannel-rate-bytes`.
+    pub rate_bytes: Option<String>,
+    /// `--sidechannel-rate-burst`.
+    pub rate_burst: Option<String>,
+    /// `--sidechannel-max-strikes`.
+    pub max_strikes: Option<String>,
+    /// `--sidechannel-invite-required`.
+    pub invite_required: Option<String>,
+    /// `--sidechannel-invite-channels`.
+    pub invite_channels: Option<String>,
+    /// `--sidechannel-invite-prefixes`.
+    pub invite_prefixes: Option<String>,
+    /// `--sidechannel-inviter-keys`.
+    pub inviter_keys: Option<String>,
+    /// `--sidechannel-invite-ttl`.
+    pub invite_ttl: Option<String>,
+    /// `--sidechannel-owner`.
+    pub owners: Option<String>,
+    /// `--sidechannel-owner-write-only`.
+    pub owner_write_only: Option<String>,
+    /// `--sidechannel-owner-write-channels`.
+    pub owner_write_channels: Option<String>,
+    /// `--sidechannel-welcome`.
+    pub welcomes: Option<String>,
+    /// `--sidechannel-welcome-required`.
+    pub welcome_required: Option<String>,
+}
+
+/// The resolved sidechannel settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScConfig {
+    /// Extra channels joined at start (the entry channel is always joined).
+    pub channels: Vec<String>,
+    /// Log every decision.
+    pub debug: bool,
+    /// Do not print received messages.
+    pub quiet: bool,
+    /// Largest frame sent and received, bytes.
+    pub max_bytes: usize,
+    /// Act on remote open requests.
+    pub allow_remote_open: bool,
+    /// Join the channels of accepted open requests.
+    pub auto_join: bool,
+    /// Proof of work on.
+    pub pow: bool,
+    /// Its difficulty (leading zero bits).
+    pub pow_difficulty: u32,
+    /// PoW on the entry channel only.
+    pub pow_entry: bool,
+    /// PoW on these channels only.
+    pub pow_channels: Vec<String>,
+    /// Inbound bytes per second per peer key (0: no limit).
+    pub rate_bytes: u64,
+    /// Bucket capacity, bytes.
+    pub rate_burst: u64,
+    /// Strikes before a block.
+    pub max_strikes: u32,
+    /// Every non-entry channel is invite-only.
+    pub invite_required: bool,
+    /// Invite-only channels.
+    pub invite_channels: Vec<String>,
+    /// Invite-only prefixes.
+    pub invite_prefixes: Vec<String>,
+    /// Trusted inviters.
+    pub inviter_keys: Vec<PublicKey>,
+    /// Default invite lifetime, seconds.
+    pub invite_ttl_secs: u64,
+    /// Channel owners.
+    pub owners: Vec<(String, PublicKey)>,
+    /// Only owners write on non-entry channels.
+    pub owner_write_only: bool,
+    /// Owner-only channels.
+    pub owner_write_channels: Vec<String>,
+    /// Startup welcomes: channel and the welcome as given (base64 or `@file`).
+    pub welcomes: Vec<(String, String)>,
+    /// Non-entry channels need their owner's welcome.
+    pub welcome_required: bool,
 }
 
 /// The HTTP RPC's settings.
@@ -160,6 +292,9 @@ pub struct RpcSettings {
     /// Largest request body in bytes (`--rpc-max-body-bytes`).
     pub max_body_bytes: usize,
 }
+
+/// The sidechannel every node joins.
+pub const SIDECHANNEL_ENTRY: &str = "0000intercom";
 
 /// Default RPC port.
 pub const DEFAULT_RPC_PORT: u16 = 5001;
@@ -373,6 +508,8 @@ pub struct RunConfig {
     pub timer: bool,
     /// The HTTP RPC.
     pub rpc: RpcSettings,
+    /// Sidechannels.
+    pub sidechannel: ScConfig,
     /// Where each setting came from, by flag name (`--mdns`).
     pub origins: BTreeMap<&'static str, Origin>,
     /// Non-fatal remarks about the configuration (to print as warnings).
@@ -641,6 +778,7 @@ impl RunConfig {
         origins.insert("--timer", origin);
 
         let rpc = rpc_settings(flags, &lookup, &mut origins, &mut warnings)?;
+        let sidechannel = sidechannel_settings(&flags.sidechannel, &lookup, &mut origins)?;
 
         Ok(RunConfig {
             peer_store_name,
@@ -659,6 +797,7 @@ impl RunConfig {
             contract,
             timer,
             rpc,
+            sidechannel,
             origins,
             warnings,
         })
@@ -676,6 +815,285 @@ impl RunConfig {
             msb_store: self.msb_stores_dir.join(&self.msb_store_name),
         }
     }
+}
+
+/// Reads the sidechannel settings (`--sidechannel*`, `SIDECHANNEL_*`).
+struct ScReader<'a, 'b> {
+    lookup: &'a Lookup<'b>,
+    origins: &'a mut BTreeMap<&'static str, Origin>,
+}
+
+impl ScReader<'_, '_> {
+    fn raw(
+        &mut self,
+        flag: &'static str,
+        value: &Option<String>,
+        env: &'static str,
+    ) -> Result<Option<Raw>, ConfigError> {
+        let raw = self.lookup.first(flag, &[(flag, value)], &[env])?;
+        self.origins.insert(
+            flag,
+            raw.as_ref().map_or(Origin::Default, |r| r.origin.clone()),
+        );
+        Ok(raw)
+    }
+
+    fn boolean(
+        &mut self,
+        flag: &'static str,
+        value: &Option<String>,
+        env: &'static str,
+        default: bool,
+    ) -> Result<bool, ConfigError> {
+        let raw = self.raw(flag, value, env)?;
+        Ok(boolean(flag, raw, default)?.0)
+    }
+
+    fn integer(
+        &mut self,
+        flag: &'static str,
+        value: &Option<String>,
+        env: &'static str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<u64, ConfigError> {
+        let Some(raw) = self.raw(flag, value, env)? else {
+            return Ok(default);
+        };
+        raw.value
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| {
+                raw.invalid(
+                    flag,
+                    format!(
+                        "expected a whole number from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                )
+            })
+    }
+
+    fn list(
+        &mut self,
+        flag: &'static str,
+        value: &Option<String>,
+        env: &'static str,
+    ) -> Result<Vec<String>, ConfigError> {
+        let Some(raw) = self.raw(flag, value, env)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for entry in csv(&raw.value) {
+            if entry.len() > 128 || entry.chars().any(char::is_control) {
+                return Err(raw.invalid(
+                    flag,
+                    format!(
+                        "{entry:?} is not a channel name (1 to 128 bytes, no control characters)"
+                    ),
+                ));
+            }
+            out.push(entry.to_string());
+        }
+        Ok(out)
+    }
+
+    fn keys(
+        &mut self,
+        flag: &'static str,
+        value: &Option<String>,
+        env: &'static str,
+    ) -> Result<Vec<PublicKey>, ConfigError> {
+        let Some(raw) = self.raw(flag, value, env)? else {
+            return Ok(Vec::new());
+        };
+        csv(&raw.value)
+            .map(|k| {
+                PublicKey::from_hex(&k.to_ascii_lowercase())
+                    .map_err(|_| raw.invalid(flag, format!("{k:?} is not a 64-hex-digit key")))
+            })
+            .collect()
+    }
+
+    /// `channel:value` pairs (the value after the first `:`).
+    fn pairs(
+        &mut self,
+        flag: &'static str,
+        value: &Option<String>,
+        env: &'static str,
+    ) -> Result<Vec<(String, String)>, ConfigError> {
+        let Some(raw) = self.raw(flag, value, env)? else {
+            return Ok(Vec::new());
+        };
+        csv(&raw.value)
+            .map(|entry| {
+                entry
+                    .split_once(':')
+                    .filter(|(c, v)| !c.trim().is_empty() && !v.trim().is_empty())
+                    .map(|(c, v)| (c.trim().to_string(), v.trim().to_string()))
+                    .ok_or_else(|| raw.invalid(flag, format!("{entry:?} is not channel:value")))
+            })
+            .collect()
+    }
+}
+
+/// The sidechannel settings.
+fn sidechannel_settings(
+    flags: &ScFlags,
+    lookup: &Lookup<'_>,
+    origins: &mut BTreeMap<&'static str, Origin>,
+) -> Result<ScConfig, ConfigError> {
+    let mut r = ScReader { lookup, origins };
+    let channels = r.list("--sidechannels", &flags.channels, "SIDECHANNELS")?;
+    let owners = r
+        .pairs("--sidechannel-owner", &flags.owners, "SIDECHANNEL_OWNER")?
+        .into_iter()
+        .map(|(channel, key)| {
+            PublicKey::from_hex(&key.to_ascii_lowercase())
+                .map(|k| (channel.clone(), k))
+                .map_err(|_| ConfigError::Invalid {
+                    setting: "--sidechannel-owner",
+                    origin: r
+                        .origins
+                        .get("--sidechannel-owner")
+                        .cloned()
+                        .unwrap_or(Origin::Default),
+                    value: format!("{channel}:{key}"),
+                    reason: "the owner must be a 64-hex-digit key".into(),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ScConfig {
+        channels: channels
+            .into_iter()
+            .filter(|c| c != SIDECHANNEL_ENTRY)
+            .collect(),
+        debug: r.boolean(
+            "--sidechannel-debug",
+            &flags.debug,
+            "SIDECHANNEL_DEBUG",
+            false,
+        )?,
+        quiet: r.boolean(
+            "--sidechannel-quiet",
+            &flags.quiet,
+            "SIDECHANNEL_QUIET",
+            false,
+        )?,
+        max_bytes: r.integer(
+            "--sidechannel-max-bytes",
+            &flags.max_bytes,
+            "SIDECHANNEL_MAX_BYTES",
+            256_000,
+            256..=(1 << 20),
+        )? as usize,
+        allow_remote_open: r.boolean(
+            "--sidechannel-allow-remote-open",
+            &flags.allow_remote_open,
+            "SIDECHANNEL_ALLOW_REMOTE_OPEN",
+            true,
+        )?,
+        auto_join: r.boolean(
+            "--sidechannel-auto-join",
+            &flags.auto_join,
+            "SIDECHANNEL_AUTO_JOIN",
+            false,
+        )?,
+        pow: r.boolean("--sidechannel-pow", &flags.pow, "SIDECHANNEL_POW", true)?,
+        pow_difficulty: r.integer(
+            "--sidechannel-pow-difficulty",
+            &flags.pow_difficulty,
+            "SIDECHANNEL_POW_DIFFICULTY",
+            12,
+            0..=32,
+        )? as u32,
+        pow_entry: r.boolean(
+            "--sidechannel-pow-entry",
+            &flags.pow_entry,
+            "SIDECHANNEL_POW_ENTRY",
+            false,
+        )?,
+        pow_channels: r.list(
+            "--sidechannel-pow-channels",
+            &flags.pow_channels,
+            "SIDECHANNEL_POW_CHANNELS",
+        )?,
+        rate_bytes: r.integer(
+            "--sidechannel-rate-bytes",
+            &flags.rate_bytes,
+            "SIDECHANNEL_RATE_BYTES",
+            64_000,
+            0..=(1 << 30),
+        )?,
+        rate_burst: r.integer(
+            "--sidechannel-rate-burst",
+            &flags.rate_burst,
+            "SIDECHANNEL_RATE_BURST",
+            256_000,
+            1..=(1 << 30),
+        )?,
+        max_strikes: r.integer(
+            "--sidechannel-max-strikes",
+            &flags.max_strikes,
+            "SIDECHANNEL_MAX_STRIKES",
+            3,
+            1..=1000,
+        )? as u32,
+        invite_required: r.boolean(
+            "--sidechannel-invite-required",
+            &flags.invite_required,
+            "SIDECHANNEL_INVITE_REQUIRED",
+            false,
+        )?,
+        invite_channels: r.list(
+            "--sidechannel-invite-channels",
+            &flags.invite_channels,
+            "SIDECHANNEL_INVITE_CHANNELS",
+        )?,
+        invite_prefixes: r.list(
+            "--sidechannel-invite-prefixes",
+            &flags.invite_prefixes,
+            "SIDECHANNEL_INVITE_PREFIXES",
+        )?,
+        inviter_keys: r.keys(
+            "--sidechannel-inviter-keys",
+            &flags.inviter_keys,
+            "SIDECHANNEL_INVITER_KEYS",
+        )?,
+        invite_ttl_secs: r.integer(
+            "--sidechannel-invite-ttl",
+            &flags.invite_ttl,
+            "SIDECHANNEL_INVITE_TTL",
+            604_800,
+            1..=(10 * 365 * 86_400),
+        )?,
+        owners,
+        owner_write_only: r.boolean(
+            "--sidechannel-owner-write-only",
+            &flags.owner_write_only,
+            "SIDECHANNEL_OWNER_WRITE_ONLY",
+            false,
+        )?,
+        owner_write_channels: r.list(
+            "--sidechannel-owner-write-channels",
+            &flags.owner_write_channels,
+            "SIDECHANNEL_OWNER_WRITE_CHANNELS",
+        )?,
+        welcomes: r.pairs(
+            "--sidechannel-welcome",
+            &flags.welcomes,
+            "SIDECHANNEL_WELCOME",
+        )?,
+        welcome_required: r.boolean(
+            "--sidechannel-welcome-required",
+            &flags.welcome_required,
+            "SIDECHANNEL_WELCOME_REQUIRED",
+            true,
+        )?,
+    })
 }
 
 /// The RPC settings (`--rpc*`, `--api-tx-exposed`).
@@ -1507,6 +1925,35 @@ impl StartPlan {
                 "--rpc-max-body-bytes",
                 config.rpc.max_body_bytes.to_string(),
                 o("--rpc-max-body-bytes"),
+            ),
+            (
+                "--sidechannels",
+                list(&config.sidechannel.channels),
+                o("--sidechannels"),
+            ),
+            (
+                "--sidechannel-pow",
+                if config.sidechannel.pow {
+                    format!("on, {} bits", config.sidechannel.pow_difficulty)
+                } else {
+                    "off".to_string()
+                },
+                o("--sidechannel-pow"),
+            ),
+            (
+                "--sidechannel-max-bytes",
+                config.sidechannel.max_bytes.to_string(),
+                o("--sidechannel-max-bytes"),
+            ),
+            (
+                "--sidechannel-welcome-required",
+                on_off(config.sidechannel.welcome_required),
+                o("--sidechannel-welcome-required"),
+            ),
+            (
+                "--sidechannel-invite-required",
+                on_off(config.sidechannel.invite_required),
+                o("--sidechannel-invite-required"),
             ),
         ]
     }

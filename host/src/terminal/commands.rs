@@ -45,6 +45,7 @@ const CHAT: &str = "Chat";
 const CONTRACT: &str = "Transactions and state";
 const MSB: &str = "Settlement layer (MSB)";
 const MSB_ADMIN: &str = "MSB administration (prefixed msb_: /add_indexer etc. are the subnet's)";
+const SIDECHANNELS: &str = "Sidechannels";
 const NODE: &str = "Node";
 
 const fn spec(
@@ -283,6 +284,62 @@ pub const BUILTINS: &[Spec] = &[
         &["address"],
     ),
     spec(
+        SIDECHANNELS,
+        "/sc_join",
+        "/sc_join --channel <name> [--invite <b64|@file>] [--welcome <b64|@file>] [--owner <hex64>]",
+        "Joins a sidechannel (with an invite for invite-only channels; --owner sets its owner key).",
+        &["channel", "invite", "welcome", "owner"],
+    ),
+    spec(
+        SIDECHANNELS,
+        "/sc_open",
+        "/sc_open --channel <name> [--via <channel>] [--invite <b64|@file>] [--welcome <b64|@file>]",
+        "Asks peers (on the entry channel, or --via) to open a channel.",
+        &["channel", "via", "invite", "welcome"],
+    ),
+    spec(
+        SIDECHANNELS,
+        "/sc_send",
+        "/sc_send --channel <name> --message <text> [--invite <b64|@file>]",
+        "Sends a message on a sidechannel (joining it first).",
+        &["channel", "message", "invite"],
+    ),
+    spec(
+        SIDECHANNELS,
+        "/sc_invite",
+        "/sc_invite --channel <name> --pubkey <hex64> [--ttl <sec>]",
+        "Invites a peer to an invite-only channel; prints the invite (base64).",
+        &["channel", "pubkey", "ttl"],
+    ),
+    spec(
+        SIDECHANNELS,
+        "/sc_revoke",
+        "/sc_revoke --channel <name> --pubkey <hex64>",
+        "Revokes a member of an invite-only channel you own (the channel key rotates).",
+        &["channel", "pubkey"],
+    ),
+    spec(
+        SIDECHANNELS,
+        "/sc_welcome",
+        "/sc_welcome --channel <name> --text <text>",
+        "Signs the welcome of a channel you own; prints it (base64).",
+        &["channel", "text"],
+    ),
+    spec(
+        SIDECHANNELS,
+        "/sc_stats",
+        "/sc_stats",
+        "Prints the channels, roles, neighbours, traffic and drops per reason.",
+        &[],
+    ),
+    spec(
+        SIDECHANNELS,
+        "/sc_leave",
+        "/sc_leave --channel <name>",
+        "Leaves a sidechannel (not the entry channel).",
+        &["channel"],
+    ),
+    spec(
         NODE,
         "/stats",
         "/stats",
@@ -468,6 +525,67 @@ pub enum Command {
     MsbRemoveValidator {
         /// The validator.
         address: PublicKey,
+    },
+    /// `/sc_join --channel [--invite] [--welcome] [--owner]`.
+    ScJoin {
+        /// The channel.
+        channel: String,
+        /// An invite (base64 or `@file`).
+        invite: Option<String>,
+        /// A welcome (base64 or `@file`).
+        welcome: Option<String>,
+        /// The channel's owner key.
+        owner: Option<PublicKey>,
+    },
+    /// `/sc_open --channel [--via] [--invite] [--welcome]`.
+    ScOpen {
+        /// The channel to open.
+        channel: String,
+        /// The channel the request goes on (default: the entry channel).
+        via: Option<String>,
+        /// An invite (base64 or `@file`).
+        invite: Option<String>,
+        /// A welcome (base64 or `@file`).
+        welcome: Option<String>,
+    },
+    /// `/sc_send --channel --message [--invite]`.
+    ScSend {
+        /// The channel.
+        channel: String,
+        /// The message text.
+        message: String,
+        /// An invite to attach (base64 or `@file`).
+        invite: Option<String>,
+    },
+    /// `/sc_invite --channel --pubkey [--ttl]`.
+    ScInvite {
+        /// The channel.
+        channel: String,
+        /// The invitee.
+        pubkey: PublicKey,
+        /// Lifetime in seconds (default: `--sidechannel-invite-ttl`).
+        ttl: Option<u64>,
+    },
+    /// `/sc_revoke --channel --pubkey`.
+    ScRevoke {
+        /// The channel.
+        channel: String,
+        /// The member.
+        pubkey: PublicKey,
+    },
+    /// `/sc_welcome --channel --text`.
+    ScWelcome {
+        /// The channel.
+        channel: String,
+        /// The welcome text.
+        text: String,
+    },
+    /// `/sc_stats`.
+    ScStats,
+    /// `/sc_leave --channel`.
+    ScLeave {
+        /// The channel.
+        channel: String,
     },
     /// `/stats`.
     Stats,
@@ -758,6 +876,40 @@ impl Command {
             "/msb_remove_validator" => Command::MsbRemoveValidator {
                 address: f.required_key("address")?,
             },
+            "/sc_join" => Command::ScJoin {
+                channel: f.text("channel")?,
+                invite: f.value("invite")?.map(str::to_string),
+                welcome: f.value("welcome")?.map(str::to_string),
+                owner: f.optional_key("owner")?,
+            },
+            "/sc_open" => Command::ScOpen {
+                channel: f.text("channel")?,
+                via: f.value("via")?.map(str::to_string),
+                invite: f.value("invite")?.map(str::to_string),
+                welcome: f.value("welcome")?.map(str::to_string),
+            },
+            "/sc_send" => Command::ScSend {
+                channel: f.text("channel")?,
+                message: f.text("message")?,
+                invite: f.value("invite")?.map(str::to_string),
+            },
+            "/sc_invite" => Command::ScInvite {
+                channel: f.text("channel")?,
+                pubkey: f.required_key("pubkey")?,
+                ttl: f.value("ttl")?.map(|v| f.integer("ttl", v)).transpose()?,
+            },
+            "/sc_revoke" => Command::ScRevoke {
+                channel: f.text("channel")?,
+                pubkey: f.required_key("pubkey")?,
+            },
+            "/sc_welcome" => Command::ScWelcome {
+                channel: f.text("channel")?,
+                text: f.text("text")?,
+            },
+            "/sc_stats" => Command::ScStats,
+            "/sc_leave" => Command::ScLeave {
+                channel: f.text("channel")?,
+            },
             "/stats" => Command::Stats,
             "/get_keys" => Command::GetKeys,
             "/help" => Command::Help,
@@ -808,6 +960,14 @@ impl Command {
             Command::MsbAddIndexer { .. } => "/msb_add_indexer",
             Command::MsbRemoveIndexer { .. } => "/msb_remove_indexer",
             Command::MsbRemoveValidator { .. } => "/msb_remove_validator",
+            Command::ScJoin { .. } => "/sc_join",
+            Command::ScOpen { .. } => "/sc_open",
+            Command::ScSend { .. } => "/sc_send",
+            Command::ScInvite { .. } => "/sc_invite",
+            Command::ScRevoke { .. } => "/sc_revoke",
+            Command::ScWelcome { .. } => "/sc_welcome",
+            Command::ScStats => "/sc_stats",
+            Command::ScLeave { .. } => "/sc_leave",
             Command::Stats => "/stats",
             Command::GetKeys => "/get_keys",
             Command::Help => "/help",

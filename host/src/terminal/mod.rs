@@ -1,7 +1,6 @@
 //! The interactive terminal's command layer: the commands of the reference peer's terminal
-//! (`reference/trac-peer.md` §5, `reference/intercom.md` §2.6 without the sidechannel
-//! commands) parsed into a typed [`Command`], the help text, output sanitising and the line
-//! editor. It does not depend on the node: the node implements [`Executor`].
+//! (`reference/trac-peer.md` §5, `reference/intercom.md` §2.6, with the sidechannel commands)
+//! parsed into a typed [`Command`], the help text, output sanitising and the line editor. It does not depend on the node: the node implements [`Executor`].
 //!
 //! Fixed against the reference: names are matched exactly (no prefix matching), `--k=v` works,
 //! a bare flag never shifts the pairs after it, and a flag that needs a value is an error
