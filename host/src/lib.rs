@@ -30,6 +30,7 @@ pub mod net;
 pub mod node;
 pub mod rpc;
 pub mod runtime;
+pub mod sidechannel;
 pub mod store;
 pub mod subnet;
 pub mod terminal;

@@ -394,3 +394,224 @@ fn protocol_document_vectors_match_the_code() {
         );
     }
 }
+
+/// The sidechannel vectors of docs/protocol.md §13: fenced blocks tagged
+/// `sidechannel-vector`, in the same `field: value` form.
+fn sidechannel_vectors() -> Vec<Vector> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md");
+    let doc = std::fs::read_to_string(path).expect("docs/protocol.md is readable");
+    let mut out = Vec::new();
+    let mut current: Option<Vector> = None;
+    for line in doc.lines() {
+        match (&mut current, line.trim()) {
+            (None, "```sidechannel-vector") => current = Some(Vector::new()),
+            (Some(_), "```") => out.push(current.take().expect("inside a block")),
+            (Some(v), text) => {
+                let (key, value) = text
+                    .split_once(':')
+                    .unwrap_or_else(|| panic!("vector line without ':': {text}"));
+                v.insert(key.trim().to_string(), value.trim().to_string());
+            }
+            (None, _) => {}
+        }
+    }
+    assert!(current.is_none(), "unterminated sidechannel vector block");
+    out
+}
+
+fn number<T: std::str::FromStr>(v: &Vector, key: &str) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    field(v, key).parse().expect("a number")
+}
+
+fn sc_body(text: &str) -> trac_host::sidechannel::frame::Body {
+    use trac_host::sidechannel::frame::{Body, Payload};
+    match text.split_once(' ') {
+        Some(("plain", json)) => Body::Data(Payload::Plain(json.to_string())),
+        Some(("subscription", joined)) => Body::Subscription {
+            joined: joined == "true",
+        },
+        _ => panic!("unknown sidechannel body {text}"),
+    }
+}
+
+fn check_sidechannel_vector(check: &mut Check, v: &Vector) {
+    use base64::Engine as _;
+    use trac_host::sidechannel::e2e::{self, EpochKey, X25519Secret};
+    use trac_host::sidechannel::frame::{
+        Frame, Invite, InviteTerms, Welcome, channel_scope, pow_hash, pow_satisfied, solve_pow,
+    };
+    let seed_key = |key: &str| Keypair::from_seed(&arr::<32>(v, key));
+    match field(v, "kind") {
+        "sc-frame" => {
+            let (mut frame, digest) = Frame::signed(
+                &seed_key("seed"),
+                field(v, "channel").to_string(),
+                arr::<16>(v, "id"),
+                number(v, "ts"),
+                number(v, "ttl"),
+                sc_body(field(v, "body")),
+            );
+            frame.pow = number(v, "pow");
+            if field(v, "relayed-by") != "(none)" {
+                frame.relayed_by = Some(PublicKey(arr::<32>(v, "relayed-by")));
+            }
+            let encoded = frame.encode();
+            check.eq(v, "scope", &channel_scope(&frame.channel).to_hex());
+            check.eq(v, "digest", &digest.to_hex());
+            check.eq(v, "signature", &frame.sig.to_hex());
+            check.eq(v, "bytes", &hex::encode(&encoded));
+            let back = Frame::decode(&encoded).expect("the vector's frame decodes");
+            assert_eq!(back.digest(), digest);
+            back.verify(&digest)
+                .expect("the vector's signature verifies");
+        }
+        "sc-pow" => {
+            let digest = Hash32(arr::<32>(v, "digest"));
+            let difficulty: u8 = number(v, "difficulty");
+            let nonce = solve_pow(&digest, difficulty);
+            check.eq(v, "nonce", &nonce.to_string());
+            check.eq(v, "hash", &pow_hash(&digest, nonce).to_hex());
+            assert!(pow_satisfied(&digest, nonce, difficulty));
+        }
+        "sc-welcome" => {
+            let welcome = Welcome::sign(
+                &seed_key("seed"),
+                field(v, "channel"),
+                field(v, "text"),
+                number(v, "issued-at"),
+                number(v, "expires-at"),
+            );
+            check.eq(v, "digest", &welcome.digest().to_hex());
+            check.eq(v, "signature", &welcome.sig.to_hex());
+            check.eq(v, "base64", &welcome.to_base64());
+            assert_eq!(Welcome::from_base64(&welcome.to_base64()), Ok(welcome));
+        }
+        "sc-x25519" => {
+            let (a, b) = (seed_key("seed-a"), seed_key("seed-b"));
+            let (sa, sb) = (
+                X25519Secret::from_keypair(&a),
+                X25519Secret::from_keypair(&b),
+            );
+            check.eq(v, "x25519-public-a", &hex::encode(sa.public()));
+            check.eq(v, "x25519-public-b", &hex::encode(sb.public()));
+            let shared = sa.shared(&b.public()).expect("shared secret");
+            check.eq(v, "shared", &hex::encode(*shared));
+            assert_eq!(*sb.shared(&a.public()).expect("shared secret"), *shared);
+        }
+        "sc-key-wrap" => {
+            let (inviter, invitee) = (seed_key("inviter-seed"), seed_key("invitee-seed"));
+            let secret = X25519Secret::from_keypair(&inviter);
+            let channel = field(v, "channel");
+            let epoch: u32 = number(v, "epoch");
+            let key = EpochKey::from_bytes(arr::<32>(v, "epoch-key"));
+            let wrap_key =
+                e2e::wrap_key(&secret, &invitee.public(), channel, epoch).expect("wrap key");
+            check.eq(v, "wrap-key", &hex::encode(*wrap_key));
+            let wrap = e2e::wrap_epoch_key(
+                &secret,
+                &invitee.public(),
+                channel,
+                epoch,
+                &key,
+                arr::<24>(v, "nonce"),
+            )
+            .expect("wraps");
+            check.eq(v, "ciphertext", &hex::encode(&wrap.ciphertext));
+            let unwrapped = e2e::unwrap_epoch_key(
+                &X25519Secret::from_keypair(&invitee),
+                &inviter.public(),
+                channel,
+                &wrap,
+            )
+            .expect("the invitee unwraps");
+            assert_eq!(unwrapped, key);
+        }
+        "sc-invite" => {
+            let (inviter, invitee) = (seed_key("inviter-seed"), seed_key("invitee-seed"));
+            let channel = field(v, "channel");
+            let wrap = e2e::wrap_epoch_key(
+                &X25519Secret::from_keypair(&inviter),
+                &invitee.public(),
+                channel,
+                number(v, "epoch"),
+                &EpochKey::from_bytes(arr::<32>(v, "epoch-key")),
+                arr::<24>(v, "wrap-nonce"),
+            )
+            .expect("wraps");
+            let terms = InviteTerms {
+                channel: channel.to_string(),
+                invitee: invitee.public(),
+                issued_at: number(v, "issued-at"),
+                expires_at: number(v, "expires-at"),
+                nonce: arr::<16>(v, "nonce"),
+                key: Some(wrap),
+                welcome: None,
+            };
+            let invite = Invite::sign(&inviter, terms);
+            check.eq(v, "digest", &invite.digest().to_hex());
+            check.eq(v, "signature", &invite.sig.to_hex());
+            check.eq(v, "base64", &invite.to_base64());
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(invite.to_base64())
+                .expect("base64");
+            assert_eq!(decoded, codec::encode(&invite));
+            invite
+                .verify_signature()
+                .expect("the vector's invite verifies");
+        }
+        "sc-sealed" => {
+            let key = EpochKey::from_bytes(arr::<32>(v, "epoch-key"));
+            let from = seed_key("from-seed").public();
+            let aad = e2e::payload_aad(
+                field(v, "channel"),
+                &arr::<16>(v, "id"),
+                &from,
+                number(v, "ts"),
+                number(v, "epoch"),
+            );
+            check.eq(v, "aad", &hex::encode(&aad));
+            let nonce = arr::<24>(v, "nonce");
+            let sealed =
+                e2e::seal(&key, &nonce, &aad, field(v, "message").as_bytes()).expect("seals");
+            check.eq(v, "ciphertext", &hex::encode(&sealed));
+            let opened = e2e::open(&key, &nonce, &aad, &sealed).expect("opens");
+            assert_eq!(opened, field(v, "message").as_bytes());
+        }
+        other => panic!("unknown sidechannel vector kind {other}"),
+    }
+}
+
+#[test]
+fn sidechannel_vectors_match_the_code() {
+    let vectors = sidechannel_vectors();
+    let mut check = Check {
+        failures: Vec::new(),
+    };
+    let mut kinds = BTreeMap::<String, usize>::new();
+    for v in &vectors {
+        *kinds.entry(field(v, "kind").to_string()).or_default() += 1;
+        check_sidechannel_vector(&mut check, v);
+    }
+    assert!(
+        check.failures.is_empty(),
+        "docs/protocol.md §13 disagrees with the code:\n{}",
+        check.failures.join("\n")
+    );
+    for required in [
+        "sc-frame",
+        "sc-pow",
+        "sc-welcome",
+        "sc-x25519",
+        "sc-key-wrap",
+        "sc-invite",
+        "sc-sealed",
+    ] {
+        assert!(
+            kinds.contains_key(required),
+            "no {required} vectors in docs/protocol.md §13"
+        );
+    }
+}

@@ -356,6 +356,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         subnet_bootstrap_file: plan.layout.subnet_bootstrap_file(),
         listen: config.listen.iter().map(ToString::to_string).collect(),
+        sidechannel_extras: config.sidechannel.channels.clone(),
     };
     if !args.dry_run {
         let timer = config.timer.then(|| {
@@ -411,6 +412,7 @@ fn run_node(
         mdns: config.mdns,
         protocol_version,
         timer,
+        sidechannel: config.sidechannel.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -456,7 +458,8 @@ fn run_node(
         println!("Node running. Type /help for the commands, /exit to stop.");
 
         let (exit_tx, exit_rx) = oneshot::channel::<()>();
-        spawn_terminal(commands_tx, exit_tx, history);
+        let sidechannel = node.sidechannel().clone();
+        spawn_terminal(commands_tx, sidechannel, exit_tx, history);
         let stop = async move {
             tokio::select! {
                 _ = stop_signal() => {}
@@ -504,6 +507,7 @@ async fn stop_signal() {
 /// with a signal).
 fn spawn_terminal(
     commands: mpsc::Sender<Command>,
+    sidechannel: crate::node::sidechannel::ScHandle,
     exit: oneshot::Sender<()>,
     history: Option<std::path::PathBuf>,
 ) {
@@ -515,7 +519,7 @@ fn spawn_terminal(
                 return;
             }
         };
-        let mut executor = NodeExecutor::new(commands);
+        let mut executor = NodeExecutor::new(commands, Some(sidechannel));
         while let Some(line) = editor.read_line("trac> ") {
             let reply = crate::terminal::dispatch(&line, &mut executor);
             if !reply.text.is_empty() {

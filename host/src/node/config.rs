@@ -276,6 +276,19 @@ pub struct ScConfig {
     pub welcome_required: bool,
 }
 
+impl Default for ScConfig {
+    /// The defaults of every sidechannel setting (as with no flag and no variable).
+    fn default() -> Self {
+        let no_env = |_: &str| None;
+        sidechannel_settings(
+            &ScFlags::default(),
+            &Lookup { env: &no_env },
+            &mut BTreeMap::new(),
+        )
+        .expect("the defaults are valid")
+    }
+}
+
 /// The HTTP RPC's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RpcSettings {
@@ -2025,6 +2038,8 @@ pub struct BannerInfo {
     pub subnet_bootstrap_file: PathBuf,
     /// Listen addresses (configured, or bound once the node runs).
     pub listen: Vec<String>,
+    /// Sidechannels joined at start besides the entry channel.
+    pub sidechannel_extras: Vec<String>,
 }
 
 /// The banner's first line.
@@ -2105,6 +2120,13 @@ pub fn render_banner(info: &BannerInfo) -> String {
         line(format!(
             "Subnet bootstrap file: {}",
             info.subnet_bootstrap_file.display()
+        ));
+    }
+    line(format!("Sidechannel entry: {SIDECHANNEL_ENTRY}"));
+    if !info.sidechannel_extras.is_empty() {
+        line(format!(
+            "Sidechannel extras: {}",
+            info.sidechannel_extras.join(", ")
         ));
     }
     line(format!(

@@ -9,6 +9,7 @@
 //! - [`terminal`](mod@terminal): the interactive terminal's commands, run on the pump;
 //! - [`inbox`]: the peer store's lock and the inbox through which tools hand ops to a running
 //!   node;
+//! - [`sidechannel`](mod@sidechannel): the sidechannel engine on its own task;
 //! - [`service`]: calls between nodes (submissions to MSB validators, writer requests);
 //! - [`MsbAccess`]: what that lifecycle needs from MSB; [`LocalMsb`] serves it in process.
 
@@ -17,6 +18,7 @@ pub mod inbox;
 mod msb_access;
 pub mod runner;
 pub mod service;
+pub mod sidechannel;
 pub mod terminal;
 pub mod txflow;
 

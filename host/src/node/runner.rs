@@ -98,6 +98,8 @@ pub struct NodeConfig {
     pub protocol_version: u32,
     /// The sample timer feature (`--timer`): how often the admin's node appends the time.
     pub timer: Option<Duration>,
+    /// Sidechannels.
+    pub sidechannel: super::config::ScConfig,
 }
 
 /// One ledger's numbers, for `/stats`.
@@ -244,6 +246,8 @@ pub struct Node {
     timer: Option<Duration>,
     /// Peers connected to, most recent first, with their dialable addresses.
     known_peers: Vec<(PeerId, Vec<Multiaddr>)>,
+    /// The sidechannel service.
+    sidechannel: super::sidechannel::ScHandle,
     /// Held while the node runs.
     _lock: StoreLock,
 }
@@ -463,9 +467,19 @@ impl Node {
         net_config.bootstrap = config.bootstrap.clone();
         net_config.mdns = config.mdns;
         net_config.protocol_version = config.protocol_version;
+        let (sc_frames, sc_inbound) = mpsc::channel(8192);
+        net_config.sidechannel = Some(sc_frames);
         let known_peers = read_known_peers(&layout.peer_store.join(KNOWN_PEERS_FILE));
         net_config.known_peers = known_peers.iter().flat_map(|(_, a)| a.clone()).collect();
         let (net, events) = Net::start(net_config).context("cannot start the network")?;
+        let sidechannel = super::sidechannel::start(
+            config.peer_key.clone(),
+            &config.sidechannel,
+            &layout.peer_store,
+            net.clone(),
+            sc_inbound,
+        )
+        .context("cannot start the sidechannels")?;
 
         // MSB genesis: the persisted one, else created (dev) or fetched (joiner).
         let msb_file = layout.msb_store.join(MSB_GENESIS_FILE);
@@ -607,6 +621,7 @@ impl Node {
             forwarded_rx: Some(forwarded_rx),
             peer_store: layout.peer_store.clone(),
             timer: config.timer,
+            sidechannel,
             known_peers,
             _lock: lock,
             validator_peer: Arc::new(Mutex::new(None)),
@@ -696,6 +711,11 @@ impl Node {
             self.msb.read(false, |s| crate::msb::account(s, &key)),
             Ok(Ok(account)) if account.has(ROLE_VALIDATOR)
         )
+    }
+
+    /// The sidechannel service.
+    pub fn sidechannel(&self) -> &super::sidechannel::ScHandle {
+        &self.sidechannel
     }
 
     /// The MSB admin (from the MSB genesis).
@@ -1016,6 +1036,7 @@ impl Node {
             NetEvent::PeerConnected(peer, key, addrs) => {
                 tracing::info!(%peer, "peer connected");
                 self.peers.insert(peer);
+                self.sidechannel.peer_up(peer, key);
                 self.remember_peer(peer, addrs);
                 self.faucet(&key);
                 // Catch up with the new peer at once.
@@ -1028,6 +1049,7 @@ impl Node {
             NetEvent::PeerDisconnected(peer) => {
                 tracing::info!(%peer, "peer disconnected");
                 self.peers.remove(&peer);
+                self.sidechannel.peer_down(peer);
             }
             NetEvent::Refused { peer, reason } => {
                 tracing::warn!(%peer, "refused: {reason}");

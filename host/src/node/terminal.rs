@@ -39,12 +39,20 @@ pub const OP_EXPIRY: u64 = 1_000;
 #[derive(Debug, Clone)]
 pub struct NodeExecutor {
     commands: mpsc::Sender<NodeCommand>,
+    sidechannel: Option<super::sidechannel::ScHandle>,
 }
 
 impl NodeExecutor {
-    /// An executor sending to the pump listening on `commands`.
-    pub fn new(commands: mpsc::Sender<NodeCommand>) -> NodeExecutor {
-        NodeExecutor { commands }
+    /// An executor sending to the pump listening on `commands`, and the `/sc_*` commands to
+    /// the sidechannel service (`None`: "Sidechannel not initialized.").
+    pub fn new(
+        commands: mpsc::Sender<NodeCommand>,
+        sidechannel: Option<super::sidechannel::ScHandle>,
+    ) -> NodeExecutor {
+        NodeExecutor {
+            commands,
+            sidechannel,
+        }
     }
 }
 
@@ -52,6 +60,12 @@ impl Executor for NodeExecutor {
     fn execute(&mut self, command: Command) -> Result<String, String> {
         if command == Command::Exit {
             return Ok(String::new());
+        }
+        if is_sidechannel(&command) {
+            return match &self.sidechannel {
+                Some(handle) => super::sidechannel::terminal(handle, command),
+                None => Err("Sidechannel not initialized.".to_string()),
+            };
         }
         let (tx, rx) = oneshot::channel();
         let task: Box<dyn FnOnce(&mut Node) + Send> = Box::new(move |node: &mut Node| {
@@ -132,6 +146,21 @@ pub fn start(node: &mut Node, command: Command) -> Answer {
         }
         command => Answer::Now(run(node, me, command)),
     }
+}
+
+/// Whether `command` is one of the `/sc_*` commands (run by the sidechannel service).
+fn is_sidechannel(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::ScJoin { .. }
+            | Command::ScOpen { .. }
+            | Command::ScSend { .. }
+            | Command::ScInvite { .. }
+            | Command::ScRevoke { .. }
+            | Command::ScWelcome { .. }
+            | Command::ScStats
+            | Command::ScLeave { .. }
+    )
 }
 
 /// Shows a state value: JSON when it is MessagePack, else hex.

@@ -1,0 +1,539 @@
+//! The node's sidechannel service: the [`Engine`] of [`crate::sidechannel`] on its own task,
+//! fed with the frames of `/trac/sidechannel/1` and the neighbours the network reports, and
+//! driven by the terminal's `/sc_*` commands (and, later, the SC-Bridge).
+//!
+//! - Frames the engine returns go out through [`NetHandle::sidechannel_send`]; a neighbour the
+//!   engine wants gone (repeated rate-limit blocks) is disconnected.
+//! - Deliveries are printed as `[sidechannel:<channel>] <from>: <message>` unless quiet, and
+//!   published to subscribers ([`ScHandle::subscribe`]).
+//! - The engine's persistent state (joined channels, owners, welcomes, invites, members and
+//!   channel keys) is saved in the peer store ([`STATE_FILE`]) after every command that changes
+//!   it, and reloaded at start.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::config::{ScConfig, write_atomic};
+use crate::crypto::{Keypair, PublicKey};
+use crate::net::{NetHandle, PeerId, ScInbound, peer_id_of};
+use crate::sidechannel::{
+    Delivery, Engine, Invite, JoinOutcome, OpenOutcome, Outbound, PersistedState, ScError, ScEvent,
+    Settings, Stats, Welcome,
+};
+
+/// The engine's state, in the peer store folder.
+pub const STATE_FILE: &str = "sidechannels.bin";
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Work run on the engine; the frames it returns are sent.
+pub type ScTask = Box<dyn FnOnce(&mut Engine, u64) -> Outbound + Send>;
+
+/// What the service is asked.
+pub enum ScCommand {
+    /// A neighbour connected (its peer key).
+    PeerUp(PeerId, PublicKey),
+    /// A neighbour disconnected.
+    PeerDown(PeerId),
+    /// Runs `work` with the engine; the frames it returns are sent.
+    Run(ScTask),
+}
+
+/// A handle on the running service (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct ScHandle {
+    commands: mpsc::Sender<ScCommand>,
+    deliveries: broadcast::Sender<Delivery>,
+}
+
+impl std::fmt::Debug for ScCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScCommand::PeerUp(peer, _) => write!(f, "PeerUp({peer})"),
+            ScCommand::PeerDown(peer) => write!(f, "PeerDown({peer})"),
+            ScCommand::Run(_) => f.write_str("Run"),
+        }
+    }
+}
+
+/// The sidechannel service has stopped.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the sidechannel service has stopped")]
+pub struct ScStopped;
+
+impl ScHandle {
+    /// Tells the service about a neighbour (from the node's network events).
+    pub fn peer_up(&self, peer: PeerId, key: PublicKey) {
+        let _ = self.commands.try_send(ScCommand::PeerUp(peer, key));
+    }
+
+    /// Tells the service a neighbour left.
+    pub fn peer_down(&self, peer: PeerId) {
+        let _ = self.commands.try_send(ScCommand::PeerDown(peer));
+    }
+
+    /// Runs `work` on the engine; `T` is its result, the [`Outbound`] frames are sent.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Engine, u64) -> (T, Outbound) + Send + 'static,
+    ) -> Result<T, ScStopped> {
+        let (reply, result) = oneshot::channel();
+        let task = Box::new(move |engine: &mut Engine, now: u64| {
+            let (value, outbound) = work(engine, now);
+            let _ = reply.send(value);
+            outbound
+        });
+        self.commands
+            .send(ScCommand::Run(task))
+            .await
+            .map_err(|_| ScStopped)?;
+        result.await.map_err(|_| ScStopped)
+    }
+
+    /// [`ScHandle::run`] from a thread outside the runtime (the terminal).
+    pub fn run_blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Engine, u64) -> (T, Outbound) + Send + 'static,
+    ) -> Result<T, ScStopped> {
+        let (reply, result) = oneshot::channel();
+        let task = Box::new(move |engine: &mut Engine, now: u64| {
+            let (value, outbound) = work(engine, now);
+            let _ = reply.send(value);
+            outbound
+        });
+        self.commands
+            .blocking_send(ScCommand::Run(task))
+            .map_err(|_| ScStopped)?;
+        result.blocking_recv().map_err(|_| ScStopped)
+    }
+
+    /// Every message delivered from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Delivery> {
+        self.deliveries.subscribe()
+    }
+}
+
+/// Builds the engine's settings from the configuration.
+pub fn settings(config: &ScConfig) -> Settings {
+    Settings {
+        extras: config.channels.clone(),
+        debug: config.debug,
+        quiet: config.quiet,
+        max_message_bytes: config.max_bytes,
+        allow_remote_open: config.allow_remote_open,
+        auto_join: config.auto_join,
+        pow: config.pow,
+        pow_difficulty: config.pow_difficulty.min(u32::from(u8::MAX)) as u8,
+        pow_entry: config.pow_entry,
+        pow_channels: config.pow_channels.clone(),
+        rate_bytes: config.rate_bytes,
+        rate_burst: config.rate_burst,
+        max_strikes: config.max_strikes,
+        invite_required: config.invite_required,
+        invite_channels: config.invite_channels.clone(),
+        invite_prefixes: config.invite_prefixes.clone(),
+        inviter_keys: config.inviter_keys.clone(),
+        invite_ttl_ms: config.invite_ttl_secs.saturating_mul(1000),
+        owners: config.owners.iter().cloned().collect(),
+        owner_write_only: config.owner_write_only,
+        owner_write_channels: config.owner_write_channels.clone(),
+        welcome_required: config.welcome_required,
+        ..Settings::default()
+    }
+}
+
+/// Reads a welcome or an invite given as base64 or `@file` (a file holding the base64).
+pub fn blob(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    match text.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map(|t| t.trim().to_string())
+            .map_err(|e| format!("cannot read {path}: {e}")),
+        None => Ok(text.to_string()),
+    }
+}
+
+/// Parses a welcome argument (base64 or `@file`).
+pub fn parse_welcome(text: &str) -> Result<Welcome, String> {
+    Welcome::from_base64(&blob(text)?).map_err(|_| "Invalid welcome. Pass base64 or @file.".into())
+}
+
+/// Parses an invite argument (base64 or `@file`).
+pub fn parse_invite(text: &str) -> Result<Invite, String> {
+    Invite::from_base64(&blob(text)?).map_err(|_| "Invalid invite. Pass base64 or @file.".into())
+}
+
+/// The service: owns the engine.
+struct Service {
+    engine: Engine,
+    net: NetHandle,
+    peers: BTreeMap<PeerId, PublicKey>,
+    keys: BTreeMap<PublicKey, PeerId>,
+    state_file: PathBuf,
+    saved: Vec<u8>,
+    quiet: bool,
+    deliveries: broadcast::Sender<Delivery>,
+}
+
+/// Starts the service on the current runtime: loads the persisted state from `peer_store`,
+/// applies the startup welcomes of `config`, and returns its handle. `inbound` is the channel
+/// the network hands `/trac/sidechannel/1` frames to.
+pub fn start(
+    keypair: Keypair,
+    config: &ScConfig,
+    peer_store: &Path,
+    net: NetHandle,
+    inbound: mpsc::Receiver<ScInbound>,
+) -> anyhow::Result<ScHandle> {
+    let state_file = peer_store.join(STATE_FILE);
+    let persisted: PersistedState = match std::fs::read(&state_file) {
+        Ok(bytes) => PersistedState::decode(&bytes)
+            .map_err(|e| anyhow::anyhow!("{} is corrupt: {e}", state_file.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => PersistedState::default(),
+        Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", state_file.display())),
+    };
+    let mut engine = Engine::new(keypair, settings(config), persisted);
+    let now = now_ms();
+    for (channel, text) in &config.welcomes {
+        let welcome = parse_welcome(text)
+            .map_err(|e| anyhow::anyhow!("--sidechannel-welcome for {channel}: {e}"))?;
+        engine
+            .join(channel, None, Some(welcome), None, now)
+            .map_err(|e| anyhow::anyhow!("--sidechannel-welcome for {channel}: {e}"))?;
+    }
+    for channel in &config.channels {
+        if let Err(e) = engine.join(channel, None, None, None, now) {
+            eprintln!("[sidechannel:{channel}] join failed: {e}");
+        }
+    }
+    let (commands, receiver) = mpsc::channel(1024);
+    let (deliveries, _) = broadcast::channel(4096);
+    let service = Service {
+        engine,
+        net,
+        peers: BTreeMap::new(),
+        keys: BTreeMap::new(),
+        state_file,
+        saved: Vec::new(),
+        quiet: config.quiet,
+        deliveries: deliveries.clone(),
+    };
+    tokio::spawn(service.run(receiver, inbound));
+    Ok(ScHandle {
+        commands,
+        deliveries,
+    })
+}
+
+impl Service {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<ScCommand>,
+        mut inbound: mpsc::Receiver<ScInbound>,
+    ) {
+        self.save();
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.command(command),
+                    None => break,
+                },
+                frame = inbound.recv() => match frame {
+                    Some(frame) => self.receive(frame),
+                    None => break,
+                },
+            }
+        }
+        self.save();
+    }
+
+    fn command(&mut self, command: ScCommand) {
+        let now = now_ms();
+        match command {
+            ScCommand::PeerUp(peer, key) => {
+                self.peers.insert(peer, key);
+                self.keys.insert(key, peer);
+                let outbound = self.engine.peer_connected(key, now);
+                self.send(outbound);
+            }
+            ScCommand::PeerDown(peer) => {
+                if let Some(key) = self.peers.remove(&peer) {
+                    self.keys.remove(&key);
+                    self.engine.peer_disconnected(&key);
+                }
+            }
+            ScCommand::Run(work) => {
+                let outbound = work(&mut self.engine, now);
+                self.send(outbound);
+                self.save();
+            }
+        }
+    }
+
+    fn receive(&mut self, inbound: ScInbound) {
+        if let std::collections::btree_map::Entry::Vacant(entry) = self.peers.entry(inbound.peer) {
+            entry.insert(inbound.key);
+            self.keys.insert(inbound.key, inbound.peer);
+        }
+        let received = self.engine.receive(inbound.key, &inbound.frame, now_ms());
+        for delivery in received.deliveries {
+            if !self.quiet {
+                println!(
+                    "[sidechannel:{}] {}: {}",
+                    crate::terminal::sanitize(&delivery.channel),
+                    delivery.from,
+                    crate::terminal::sanitize(&delivery.message)
+                );
+            }
+            let _ = self.deliveries.send(delivery);
+        }
+        for event in &received.events {
+            self.event(event);
+        }
+        self.send(received.outbound);
+        if received.disconnect {
+            let net = self.net.clone();
+            let peer = inbound.peer;
+            tokio::spawn(async move {
+                let _ = net.disconnect(peer).await;
+            });
+        }
+        if !received.events.is_empty() {
+            self.save();
+        }
+    }
+
+    fn event(&self, event: &ScEvent) {
+        tracing::info!(?event, "sidechannel");
+        match event {
+            ScEvent::Joined { channel, .. } => println!(
+                "[sidechannel] auto-joined channel: {}",
+                crate::terminal::sanitize(channel)
+            ),
+            ScEvent::OpenRequest {
+                channel,
+                outcome: OpenOutcome::Accepted { .. },
+                ..
+            } => println!(
+                "[sidechannel] channel request received: {}",
+                crate::terminal::sanitize(channel)
+            ),
+            _ => {}
+        }
+    }
+
+    /// Queues frames for their neighbours (from a task: the network's channel may be busy).
+    fn send(&self, outbound: Outbound) {
+        if outbound.is_empty() {
+            return;
+        }
+        let routed: Vec<(PeerId, Vec<u8>)> = outbound
+            .into_iter()
+            .filter_map(|(key, frame)| {
+                self.keys
+                    .get(&key)
+                    .copied()
+                    .or_else(|| peer_id_of(&key).ok())
+                    .map(|peer| (peer, frame))
+            })
+            .collect();
+        let net = self.net.clone();
+        tokio::spawn(async move {
+            for (peer, frame) in routed {
+                if let Err(e) = net.sidechannel_send(peer, frame).await {
+                    tracing::debug!(%peer, "sidechannel frame not queued: {e}");
+                }
+            }
+        });
+    }
+
+    /// Writes the engine's persistent state when it changed.
+    fn save(&mut self) {
+        let bytes = self.engine.persisted().encode();
+        if bytes == self.saved {
+            return;
+        }
+        match write_atomic(&self.state_file, &bytes) {
+            Ok(()) => self.saved = bytes,
+            Err(e) => tracing::warn!("cannot save the sidechannel state: {e}"),
+        }
+    }
+}
+
+/// Runs one `/sc_*` terminal command on the service; the text to print.
+pub fn terminal(handle: &ScHandle, command: crate::terminal::Command) -> Result<String, String> {
+    use crate::terminal::Command as C;
+    let stopped = |_: ScStopped| "Sidechannel not initialized.".to_string();
+    match command {
+        C::ScJoin {
+            channel,
+            invite,
+            welcome,
+            owner,
+        } => {
+            let invite = invite.as_deref().map(parse_invite).transpose()?;
+            let welcome = welcome.as_deref().map(parse_welcome).transpose()?;
+            let name = channel.clone();
+            let outcome = handle
+                .run_blocking(move |engine, now| {
+                    match engine.join(&channel, invite, welcome, owner, now) {
+                        Ok((outcome, outbound)) => (Ok(outcome), outbound),
+                        Err(e) => (Err(e), Vec::new()),
+                    }
+                })
+                .map_err(stopped)?;
+            match outcome {
+                Ok(JoinOutcome::Member) => Ok(format!("Joined sidechannel: {name}")),
+                Ok(JoinOutcome::Relay) => Ok(format!(
+                    "Joined sidechannel: {name} (as a relay: no invite, messages stay encrypted)"
+                )),
+                Err(e) => Err(format!("Join denied: {e}")),
+            }
+        }
+        C::ScSend {
+            channel,
+            message,
+            invite,
+        } => {
+            let invite = invite.as_deref().map(parse_invite).transpose()?;
+            let json = serde_json::to_string(&message).map_err(|e| e.to_string())?;
+            let outcome = handle
+                .run_blocking(
+                    move |engine, now| match engine.send(&channel, &json, invite, now) {
+                        Ok((_, outbound)) => (Ok(()), outbound),
+                        Err(e) => (Err(e), Vec::new()),
+                    },
+                )
+                .map_err(stopped)?;
+            outcome
+                .map(|()| String::new())
+                .map_err(|e: ScError| format!("Send denied: {e}"))
+        }
+        C::ScOpen {
+            channel,
+            via,
+            invite,
+            welcome,
+        } => {
+            let invite = invite.as_deref().map(parse_invite).transpose()?;
+            let welcome = welcome.as_deref().map(parse_welcome).transpose()?;
+            let name = channel.clone();
+            let outcome = handle
+                .run_blocking(move |engine, now| {
+                    match engine.open(&channel, via.as_deref(), invite, welcome, now) {
+                        Ok(outbound) => (Ok(()), outbound),
+                        Err(e) => (Err(e), Vec::new()),
+                    }
+                })
+                .map_err(stopped)?;
+            outcome
+                .map(|()| format!("Requested channel: {name}"))
+                .map_err(|e| e.to_string())
+        }
+        C::ScInvite {
+            channel,
+            pubkey,
+            ttl,
+        } => {
+            let outcome = handle
+                .run_blocking(move |engine, now| {
+                    let ttl_ms = ttl.map_or(engine.settings().invite_ttl_ms, |t| t * 1000);
+                    (engine.invite(&channel, pubkey, ttl_ms, now), Vec::new())
+                })
+                .map_err(stopped)?;
+            let invite = outcome.map_err(|e| e.to_string())?;
+            Ok(format!(
+                "Invite for {} on {} (expires {}):\ninvite_b64: {}",
+                invite.invitee,
+                crate::terminal::sanitize(&invite.channel),
+                invite.expires_at,
+                invite.to_base64()
+            ))
+        }
+        C::ScRevoke { channel, pubkey } => {
+            let outcome = handle
+                .run_blocking(
+                    move |engine, now| match engine.revoke(&channel, pubkey, now) {
+                        Ok(outbound) => (Ok(()), outbound),
+                        Err(e) => (Err(e), Vec::new()),
+                    },
+                )
+                .map_err(stopped)?;
+            outcome
+                .map(|()| format!("Revoked {pubkey}: the channel key rotated."))
+                .map_err(|e| e.to_string())
+        }
+        C::ScWelcome { channel, text } => {
+            let outcome = handle
+                .run_blocking(
+                    move |engine, now| match engine.welcome(&channel, &text, None, now) {
+                        Ok((welcome, outbound)) => (Ok(welcome), outbound),
+                        Err(e) => (Err(e), Vec::new()),
+                    },
+                )
+                .map_err(stopped)?;
+            let welcome = outcome.map_err(|e| e.to_string())?;
+            Ok(format!("welcome_b64: {}", welcome.to_base64()))
+        }
+        C::ScLeave { channel } => {
+            let name = channel.clone();
+            let outcome = handle
+                .run_blocking(move |engine, now| match engine.leave(&channel, now) {
+                    Ok(outbound) => (Ok(()), outbound),
+                    Err(e) => (Err(e), Vec::new()),
+                })
+                .map_err(stopped)?;
+            outcome
+                .map(|()| format!("Left sidechannel: {name}"))
+                .map_err(|e| e.to_string())
+        }
+        C::ScStats => {
+            let stats = handle
+                .run_blocking(|engine, _| (engine.stats(), Vec::new()))
+                .map_err(stopped)?;
+            Ok(render_stats(&stats))
+        }
+        other => Err(format!("{} is not a sidechannel command", other.name())),
+    }
+}
+
+/// `/sc_stats`.
+pub fn render_stats(stats: &Stats) -> String {
+    let mut out = format!(
+        "Sidechannels: {} neighbours, sent {}, received {}, delivered {}, relayed {}\n",
+        stats.neighbours, stats.sent, stats.received, stats.delivered, stats.relayed
+    );
+    for c in &stats.channels {
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        out.push_str(&format!(
+            "  {}: {:?}, neighbours {}, welcomed {}, owner {}, invite-only {}, owner-only {}, members {}, epoch {}\n",
+            crate::terminal::sanitize(&c.name),
+            c.role,
+            c.neighbours,
+            yes(c.welcomed),
+            c.owner.map_or("-".to_string(), |o| o.to_hex()),
+            yes(c.invite_only),
+            yes(c.owner_only),
+            c.members,
+            c.epoch
+        ));
+    }
+    if stats.drops.is_empty() {
+        out.push_str("Drops: none");
+    } else {
+        let drops: Vec<String> = stats
+            .drops
+            .iter()
+            .map(|(reason, n)| format!("{reason:?} {n}"))
+            .collect();
+        out.push_str(&format!("Drops: {}", drops.join(", ")));
+    }
+    out
+}
