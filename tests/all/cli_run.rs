@@ -690,8 +690,10 @@ fn banner_of_a_read_only_joiner() {
         writable: Some(false),
         subnet_bootstrap_file: "stores/p/subnet-bootstrap.hex".into(),
         listen: vec!["/ip4/127.0.0.1/tcp/4001".into()],
+        sidechannel_extras: vec!["news".into(), "ops".into()],
     };
     let text = render_banner(&info);
+    assert!(text.contains("\nSidechannel entry: 0000intercom\nSidechannel extras: news, ops\n"));
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "");
     assert_eq!(lines[1], BANNER_TITLE);
