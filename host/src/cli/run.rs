@@ -142,6 +142,11 @@ pub struct RunArgs {
     #[arg(long, hide = true, default_value_t = crate::net::PROTOCOL_VERSION)]
     protocol_version: u32,
 
+    /// Dial the peers Kademlia and mDNS discover (tests of relays through a line of peers turn
+    /// it off).
+    #[arg(long, hide = true, default_value_t = true, action = clap::ArgAction::Set)]
+    dial_discovered: bool,
+
     /// The timer feature's interval in milliseconds (tests only; the feature runs every 60 s).
     #[arg(long, hide = true, value_parser = clap::value_parser!(u64).range(10..))]
     timer_interval_ms: Option<u64>,
@@ -363,19 +368,23 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             args.timer_interval_ms
                 .map_or(TIMER_EVERY, std::time::Duration::from_millis)
         });
-        return run_node(
-            &config,
-            plan,
-            peer,
-            msb,
-            banner,
-            args.protocol_version,
+        let options = NodeOptions {
+            protocol_version: args.protocol_version,
             timer,
-        );
+            dial_discovered: args.dial_discovered,
+        };
+        return run_node(&config, plan, peer, msb, banner, options);
     }
     print!("{}", render_banner(&banner));
     println!("Dry run: configuration checked; the node was not started.");
     Ok(())
+}
+
+/// What `trac run` sets beyond its configuration (the timer, and hidden test settings).
+struct NodeOptions {
+    protocol_version: u32,
+    timer: Option<std::time::Duration>,
+    dial_discovered: bool,
 }
 
 /// Starts the node, prints the banner with the real ids and addresses, and runs until
@@ -386,9 +395,13 @@ fn run_node(
     peer: LoadedKey,
     msb: LoadedKey,
     mut banner: BannerInfo,
-    protocol_version: u32,
-    timer: Option<std::time::Duration>,
+    options: NodeOptions,
 ) -> anyhow::Result<()> {
+    let NodeOptions {
+        protocol_version,
+        timer,
+        dial_discovered,
+    } = options;
     let history = Some(plan.layout.peer_store.join("terminal-history"));
     let contract = match &plan.subnet {
         SubnetStart::Create { contract } => contract.load()?.into_owned(),
@@ -413,6 +426,7 @@ fn run_node(
         protocol_version,
         timer,
         sidechannel: config.sidechannel.clone(),
+        dial_discovered,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -139,6 +139,9 @@ pub struct NetConfig {
     /// Where inbound sidechannel frames go (`/trac/sidechannel/1`); without it the node does
     /// not accept the protocol. A full channel drops frames (counted as dropped events).
     pub sidechannel: Option<mpsc::Sender<ScInbound>>,
+    /// Dial the peers Kademlia and mDNS discover (on by default; tests of relays through a
+    /// line of peers turn it off so that only the configured links exist).
+    pub dial_discovered: bool,
 }
 
 /// A sidechannel frame from a peer, as received (not decoded by the network layer).
@@ -169,6 +172,7 @@ impl NetConfig {
             bootstrap_retry: Duration::from_secs(30),
             known_peers: Vec::new(),
             sidechannel: None,
+            dial_discovered: true,
         }
     }
 }

@@ -186,6 +186,7 @@ struct Settings {
     queue: QueueLimits,
     sc_queue: QueueLimits,
     max_sidechannel_frame: usize,
+    dial_discovered: bool,
     max_frame: usize,
     max_connections: usize,
     identify_timeout: Duration,
@@ -262,6 +263,7 @@ pub(crate) fn start(config: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetE
             max_queued_bytes: limits.max_queued_bytes,
         },
         max_sidechannel_frame: limits.max_sidechannel_frame_bytes,
+        dial_discovered: config.dial_discovered,
         max_frame: limits.max_frame_bytes,
         max_connections: limits.max_connections as usize,
         identify_timeout: config.identify_timeout,
@@ -765,7 +767,8 @@ impl Task {
 
     /// Dials a peer found through the DHT or mDNS, unless known, refused or over the limit.
     fn discovered(&mut self, peer: PeerId, addresses: Vec<Multiaddr>) {
-        if peer == *self.swarm.local_peer_id()
+        if !self.settings.dial_discovered
+            || peer == *self.swarm.local_peer_id()
             || addresses.is_empty()
             || self.swarm.is_connected(&peer)
             || self.refused.contains_key(&peer)

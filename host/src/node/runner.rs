@@ -100,6 +100,8 @@ pub struct NodeConfig {
     pub timer: Option<Duration>,
     /// Sidechannels.
     pub sidechannel: super::config::ScConfig,
+    /// Dial peers found by Kademlia and mDNS ([`NetConfig::dial_discovered`]).
+    pub dial_discovered: bool,
 }
 
 /// One ledger's numbers, for `/stats`.
@@ -467,6 +469,7 @@ impl Node {
         net_config.bootstrap = config.bootstrap.clone();
         net_config.mdns = config.mdns;
         net_config.protocol_version = config.protocol_version;
+        net_config.dial_discovered = config.dial_discovered;
         let (sc_frames, sc_inbound) = mpsc::channel(8192);
         net_config.sidechannel = Some(sc_frames);
         let known_peers = read_known_peers(&layout.peer_store.join(KNOWN_PEERS_FILE));
