@@ -254,6 +254,9 @@ pub struct Node {
     _lock: StoreLock,
 }
 
+/// A subnet's active contract and the runtime that runs it.
+pub type ActiveContract = (Arc<crate::runtime::Contract>, Arc<crate::runtime::Runtime>);
+
 /// The answer of a validator reached over the network: the tx hash, or its refusal (`None`:
 /// no validator could be reached).
 pub type ForwardOutcome = oneshot::Receiver<Result<Hash32, Option<Rejection>>>;
@@ -714,6 +717,18 @@ impl Node {
             self.msb.read(false, |s| crate::msb::account(s, &key)),
             Ok(Ok(account)) if account.has(ROLE_VALIDATOR)
         )
+    }
+
+    /// The subnet's active contract (latest view) and the runtime that runs it; `None` before
+    /// any contract is deployed.
+    pub fn active_contract(
+        &mut self,
+    ) -> Result<Option<ActiveContract>, crate::ledger::LedgerError> {
+        self.subnet.read_with_machine(false, |state, machine| {
+            machine
+                .current_contract(state)
+                .map(|c| c.map(|c| (c, machine.runtime().clone())))
+        })?
     }
 
     /// The sidechannel service.

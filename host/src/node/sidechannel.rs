@@ -84,12 +84,7 @@ impl ScHandle {
         &self,
         work: impl FnOnce(&mut Engine, u64) -> (T, Outbound) + Send + 'static,
     ) -> Result<T, ScStopped> {
-        let (reply, result) = oneshot::channel();
-        let task = Box::new(move |engine: &mut Engine, now: u64| {
-            let (value, outbound) = work(engine, now);
-            let _ = reply.send(value);
-            outbound
-        });
+        let (task, result) = task(work);
         self.commands
             .send(ScCommand::Run(task))
             .await
@@ -102,12 +97,7 @@ impl ScHandle {
         &self,
         work: impl FnOnce(&mut Engine, u64) -> (T, Outbound) + Send + 'static,
     ) -> Result<T, ScStopped> {
-        let (reply, result) = oneshot::channel();
-        let task = Box::new(move |engine: &mut Engine, now: u64| {
-            let (value, outbound) = work(engine, now);
-            let _ = reply.send(value);
-            outbound
-        });
+        let (task, result) = task(work);
         self.commands
             .blocking_send(ScCommand::Run(task))
             .map_err(|_| ScStopped)?;
@@ -118,6 +108,19 @@ impl ScHandle {
     pub fn subscribe(&self) -> broadcast::Receiver<Delivery> {
         self.deliveries.subscribe()
     }
+}
+
+/// Wraps `work` as a task whose result comes back through the receiver.
+fn task<T: Send + 'static>(
+    work: impl FnOnce(&mut Engine, u64) -> (T, Outbound) + Send + 'static,
+) -> (ScTask, oneshot::Receiver<T>) {
+    let (reply, result) = oneshot::channel();
+    let task: ScTask = Box::new(move |engine: &mut Engine, now: u64| {
+        let (value, outbound) = work(engine, now);
+        let _ = reply.send(value);
+        outbound
+    });
+    (task, result)
 }
 
 /// Builds the engine's settings from the configuration.

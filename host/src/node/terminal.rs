@@ -197,16 +197,7 @@ pub fn is_indexer(node: &mut Node) -> Result<bool, String> {
 /// The active contract's terminal commands as `(name, usage, help)` (none without a
 /// contract), from the latest view (a new subnet's contract is listed before it is final).
 pub fn app_commands(node: &mut Node) -> Result<Vec<(String, String, String)>, String> {
-    let found = node
-        .subnet_mut()
-        .read_with_machine(false, |state, machine| {
-            machine
-                .current_contract(state)
-                .map(|c| c.map(|c| (c, machine.runtime().clone())))
-        })
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    let Some((contract, runtime)) = found else {
+    let Some((contract, runtime)) = node.active_contract().map_err(|e| e.to_string())? else {
         return Ok(Vec::new());
     };
     let outcome = runtime.commands(&contract).map_err(|e| e.to_string())?;

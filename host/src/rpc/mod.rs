@@ -117,6 +117,11 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A fault inside the node as a 500 (for `map_err`).
+pub fn internal<E: std::fmt::Display>(e: E) -> ApiError {
+    ApiError::internal(e)
+}
+
 /// What a handler returns.
 pub type ApiResult = Result<axum::Json<Json>, ApiError>;
 

@@ -25,7 +25,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::{ApiError, ApiResult, Client, JsonBody, Shared, confirmed_param};
+use super::{ApiError, ApiResult, Client, JsonBody, Shared, confirmed_param, internal};
 use crate::codec;
 use crate::crypto::{Hash32, PublicKey, encode_address};
 use crate::msb::{
@@ -56,10 +56,6 @@ struct Confirmed {
     confirmed: Option<String>,
 }
 
-fn internal<E: std::fmt::Display>(e: E) -> ApiError {
-    ApiError::internal(e)
-}
-
 /// The account of `key` in the confirmed or latest MSB view.
 fn read_account(node: &mut Node, key: PublicKey, confirmed: bool) -> Result<Account, ApiError> {
     node.msb_mut()
@@ -68,17 +64,27 @@ fn read_account(node: &mut Node, key: PublicKey, confirmed: bool) -> Result<Acco
         .map_err(internal)
 }
 
+/// The account an `{address}` route names, in the view its `confirmed` parameter asks for.
+async fn lookup(
+    state: &Shared,
+    address: &str,
+    confirmed: Option<&str>,
+) -> Result<(PublicKey, Account), ApiError> {
+    let key = super::peer::parse_key(address)?;
+    let confirmed = confirmed_param(confirmed, true)?;
+    let account = state
+        .node
+        .run(move |node: &mut Node| read_account(node, key, confirmed))
+        .await??;
+    Ok((key, account))
+}
+
 async fn balance(
     State(state): State<Shared>,
     Path(address): Path<String>,
     Query(q): Query<Confirmed>,
 ) -> ApiResult {
-    let key = super::peer::parse_key(&address)?;
-    let confirmed = confirmed_param(q.confirmed.as_deref(), true)?;
-    let account = state
-        .node
-        .run(move |node: &mut Node| read_account(node, key, confirmed))
-        .await??;
+    let (key, account) = lookup(&state, &address, q.confirmed.as_deref()).await?;
     Ok(axum::Json(json!({
         "address": encode_address(&key),
         "balance": account.balance.to_string(),
@@ -90,12 +96,7 @@ async fn account(
     Path(address): Path<String>,
     Query(q): Query<Confirmed>,
 ) -> ApiResult {
-    let key = super::peer::parse_key(&address)?;
-    let confirmed = confirmed_param(q.confirmed.as_deref(), true)?;
-    let account = state
-        .node
-        .run(move |node: &mut Node| read_account(node, key, confirmed))
-        .await??;
+    let (key, account) = lookup(&state, &address, q.confirmed.as_deref()).await?;
     Ok(axum::Json(json!({
         "address": encode_address(&key),
         "writingKey": key.to_hex(),

@@ -24,7 +24,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::{ApiError, ApiResult, Client, JsonBody, Shared, confirmed_param, value_json};
+use super::{ApiError, ApiResult, Client, JsonBody, Shared, confirmed_param, internal, value_json};
 use crate::codec;
 use crate::crypto::{Hash32, PublicKey, Signature, decode_address, encode_address};
 use crate::msb::ops::format_amount;
@@ -51,11 +51,6 @@ pub fn routes() -> Router<Shared> {
 
 async fn health() -> axum::Json<Json> {
     axum::Json(json!({ "ok": true }))
-}
-
-/// Turns a node-side failure (a ledger or store error as text) into a 500.
-fn internal<E: std::fmt::Display>(e: E) -> ApiError {
-    ApiError::internal(e)
 }
 
 async fn status(State(state): State<Shared>) -> ApiResult {
@@ -144,17 +139,10 @@ async fn state(State(state): State<Shared>, Query(q): Query<StateQuery>) -> ApiR
 
 /// The active contract's `describe`, from the latest view.
 fn describe(node: &mut Node) -> Result<crate::runtime::ContractInfo, ApiError> {
-    let found = node
-        .subnet_mut()
-        .read_with_machine(false, |state, machine| {
-            machine
-                .current_contract(state)
-                .map(|c| c.map(|c| (c, machine.runtime().clone())))
-        })
+    let (contract, runtime) = node
+        .active_contract()
         .map_err(internal)?
-        .map_err(internal)?;
-    let (contract, runtime) =
-        found.ok_or_else(|| ApiError::conflict("No contract is deployed in this subnet yet."))?;
+        .ok_or_else(|| ApiError::conflict("No contract is deployed in this subnet yet."))?;
     let outcome = runtime.describe(&contract).map_err(internal)?;
     outcome
         .result
