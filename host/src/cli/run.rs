@@ -361,7 +361,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         subnet_bootstrap_file: plan.layout.subnet_bootstrap_file(),
         listen: config.listen.iter().map(ToString::to_string).collect(),
-        sidechannel_extras: config.sidechannel.channels.clone(),
+        sidechannel_extras: config.sidechannel.extras.clone(),
     };
     if !args.dry_run {
         let timer = config.timer.then(|| {

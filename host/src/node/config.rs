@@ -225,70 +225,6 @@ pub struct ScFlags {
     pub welcome_required: Option<String>,
 }
 
-/// The resolved sidechannel settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScConfig {
-    /// Extra channels joined at start (the entry channel is always joined).
-    pub channels: Vec<String>,
-    /// Log every decision.
-    pub debug: bool,
-    /// Do not print received messages.
-    pub quiet: bool,
-    /// Largest frame sent and received, bytes.
-    pub max_bytes: usize,
-    /// Act on remote open requests.
-    pub allow_remote_open: bool,
-    /// Join the channels of accepted open requests.
-    pub auto_join: bool,
-    /// Proof of work on.
-    pub pow: bool,
-    /// Its difficulty (leading zero bits).
-    pub pow_difficulty: u32,
-    /// PoW on the entry channel only.
-    pub pow_entry: bool,
-    /// PoW on these channels only.
-    pub pow_channels: Vec<String>,
-    /// Inbound bytes per second per peer key (0: no limit).
-    pub rate_bytes: u64,
-    /// Bucket capacity, bytes.
-    pub rate_burst: u64,
-    /// Strikes before a block.
-    pub max_strikes: u32,
-    /// Every non-entry channel is invite-only.
-    pub invite_required: bool,
-    /// Invite-only channels.
-    pub invite_channels: Vec<String>,
-    /// Invite-only prefixes.
-    pub invite_prefixes: Vec<String>,
-    /// Trusted inviters.
-    pub inviter_keys: Vec<PublicKey>,
-    /// Default invite lifetime, seconds.
-    pub invite_ttl_secs: u64,
-    /// Channel owners.
-    pub owners: Vec<(String, PublicKey)>,
-    /// Only owners write on non-entry channels.
-    pub owner_write_only: bool,
-    /// Owner-only channels.
-    pub owner_write_channels: Vec<String>,
-    /// Startup welcomes: channel and the welcome as given (base64 or `@file`).
-    pub welcomes: Vec<(String, String)>,
-    /// Non-entry channels need their owner's welcome.
-    pub welcome_required: bool,
-}
-
-impl Default for ScConfig {
-    /// The defaults of every sidechannel setting (as with no flag and no variable).
-    fn default() -> Self {
-        let no_env = |_: &str| None;
-        sidechannel_settings(
-            &ScFlags::default(),
-            &Lookup { env: &no_env },
-            &mut BTreeMap::new(),
-        )
-        .expect("the defaults are valid")
-    }
-}
-
 /// The HTTP RPC's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RpcSettings {
@@ -522,7 +458,7 @@ pub struct RunConfig {
     /// The HTTP RPC.
     pub rpc: RpcSettings,
     /// Sidechannels.
-    pub sidechannel: ScConfig,
+    pub sidechannel: crate::sidechannel::Settings,
     /// Where each setting came from, by flag name (`--mdns`).
     pub origins: BTreeMap<&'static str, Origin>,
     /// Non-fatal remarks about the configuration (to print as warnings).
@@ -953,12 +889,14 @@ impl ScReader<'_, '_> {
     }
 }
 
-/// The sidechannel settings.
+/// The sidechannel settings: every flag over the engine's defaults, checked by
+/// [`crate::sidechannel::Settings::validate`]; startup welcomes are read (base64 or `@file`)
+/// and decoded here.
 fn sidechannel_settings(
     flags: &ScFlags,
     lookup: &Lookup<'_>,
     origins: &mut BTreeMap<&'static str, Origin>,
-) -> Result<ScConfig, ConfigError> {
+) -> Result<crate::sidechannel::Settings, ConfigError> {
     let mut r = ScReader { lookup, origins };
     let channels = r.list("--sidechannels", &flags.channels, "SIDECHANNELS")?;
     let owners = r
@@ -979,8 +917,26 @@ fn sidechannel_settings(
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(ScConfig {
-        channels: channels
+    let welcomes = r
+        .pairs(
+            "--sidechannel-welcome",
+            &flags.welcomes,
+            "SIDECHANNEL_WELCOME",
+        )?
+        .into_iter()
+        .map(|(channel, text)| {
+            crate::node::sidechannel::parse_welcome(&text)
+                .map(|w| (channel.clone(), w))
+                .map_err(|reason| ConfigError::Invalid {
+                    setting: "--sidechannel-welcome",
+                    origin: Origin::Default,
+                    value: format!("{channel}:{text}"),
+                    reason,
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    let settings = crate::sidechannel::Settings {
+        extras: channels
             .into_iter()
             .filter(|c| c != SIDECHANNEL_ENTRY)
             .collect(),
@@ -996,12 +952,13 @@ fn sidechannel_settings(
             "SIDECHANNEL_QUIET",
             false,
         )?,
-        max_bytes: r.integer(
+        max_message_bytes: r.integer(
             "--sidechannel-max-bytes",
             &flags.max_bytes,
             "SIDECHANNEL_MAX_BYTES",
             256_000,
-            256..=(1 << 20),
+            crate::sidechannel::policy::MIN_MESSAGE_BYTES as u64
+                ..=crate::sidechannel::policy::MAX_MESSAGE_BYTES as u64,
         )? as usize,
         allow_remote_open: r.boolean(
             "--sidechannel-allow-remote-open",
@@ -1022,7 +979,7 @@ fn sidechannel_settings(
             "SIDECHANNEL_POW_DIFFICULTY",
             12,
             0..=32,
-        )? as u32,
+        )? as u8,
         pow_entry: r.boolean(
             "--sidechannel-pow-entry",
             &flags.pow_entry,
@@ -1076,14 +1033,15 @@ fn sidechannel_settings(
             &flags.inviter_keys,
             "SIDECHANNEL_INVITER_KEYS",
         )?,
-        invite_ttl_secs: r.integer(
-            "--sidechannel-invite-ttl",
-            &flags.invite_ttl,
-            "SIDECHANNEL_INVITE_TTL",
-            604_800,
-            1..=(10 * 365 * 86_400),
-        )?,
-        owners,
+        invite_ttl_ms: 1000
+            * r.integer(
+                "--sidechannel-invite-ttl",
+                &flags.invite_ttl,
+                "SIDECHANNEL_INVITE_TTL",
+                604_800,
+                1..=(10 * 365 * 86_400),
+            )?,
+        owners: owners.into_iter().collect(),
         owner_write_only: r.boolean(
             "--sidechannel-owner-write-only",
             &flags.owner_write_only,
@@ -1095,18 +1053,22 @@ fn sidechannel_settings(
             &flags.owner_write_channels,
             "SIDECHANNEL_OWNER_WRITE_CHANNELS",
         )?,
-        welcomes: r.pairs(
-            "--sidechannel-welcome",
-            &flags.welcomes,
-            "SIDECHANNEL_WELCOME",
-        )?,
+        welcomes,
         welcome_required: r.boolean(
             "--sidechannel-welcome-required",
             &flags.welcome_required,
             "SIDECHANNEL_WELCOME_REQUIRED",
             true,
         )?,
-    })
+        ..crate::sidechannel::Settings::default()
+    };
+    settings.validate().map_err(|e| ConfigError::Invalid {
+        setting: "--sidechannel-*",
+        origin: Origin::Default,
+        value: String::new(),
+        reason: e.to_string(),
+    })?;
+    Ok(settings)
 }
 
 /// The RPC settings (`--rpc*`, `--api-tx-exposed`).
@@ -1941,7 +1903,7 @@ impl StartPlan {
             ),
             (
                 "--sidechannels",
-                list(&config.sidechannel.channels),
+                list(&config.sidechannel.extras),
                 o("--sidechannels"),
             ),
             (
@@ -1955,7 +1917,7 @@ impl StartPlan {
             ),
             (
                 "--sidechannel-max-bytes",
-                config.sidechannel.max_bytes.to_string(),
+                config.sidechannel.max_message_bytes.to_string(),
                 o("--sidechannel-max-bytes"),
             ),
             (

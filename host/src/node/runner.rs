@@ -99,7 +99,7 @@ pub struct NodeConfig {
     /// The sample timer feature (`--timer`): how often the admin's node appends the time.
     pub timer: Option<Duration>,
     /// Sidechannels.
-    pub sidechannel: super::config::ScConfig,
+    pub sidechannel: crate::sidechannel::Settings,
     /// Dial peers found by Kademlia and mDNS ([`NetConfig::dial_discovered`]).
     pub dial_discovered: bool,
 }
@@ -475,6 +475,7 @@ impl Node {
         net_config.dial_discovered = config.dial_discovered;
         let (sc_frames, sc_inbound) = mpsc::channel(8192);
         net_config.sidechannel = Some(sc_frames);
+        net_config.limits.max_sidechannel_frame_bytes = config.sidechannel.max_message_bytes;
         let known_peers = read_known_peers(&layout.peer_store.join(KNOWN_PEERS_FILE));
         net_config.known_peers = known_peers.iter().flat_map(|(_, a)| a.clone()).collect();
         let (net, events) = Net::start(net_config).context("cannot start the network")?;

@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::config::{ScConfig, write_atomic};
+use super::config::write_atomic;
 use crate::crypto::{Keypair, PublicKey};
 use crate::net::{NetHandle, PeerId, ScInbound, peer_id_of};
 use crate::sidechannel::{
@@ -123,35 +123,6 @@ fn task<T: Send + 'static>(
     (task, result)
 }
 
-/// Builds the engine's settings from the configuration.
-pub fn settings(config: &ScConfig) -> Settings {
-    Settings {
-        extras: config.channels.clone(),
-        debug: config.debug,
-        quiet: config.quiet,
-        max_message_bytes: config.max_bytes,
-        allow_remote_open: config.allow_remote_open,
-        auto_join: config.auto_join,
-        pow: config.pow,
-        pow_difficulty: config.pow_difficulty.min(u32::from(u8::MAX)) as u8,
-        pow_entry: config.pow_entry,
-        pow_channels: config.pow_channels.clone(),
-        rate_bytes: config.rate_bytes,
-        rate_burst: config.rate_burst,
-        max_strikes: config.max_strikes,
-        invite_required: config.invite_required,
-        invite_channels: config.invite_channels.clone(),
-        invite_prefixes: config.invite_prefixes.clone(),
-        inviter_keys: config.inviter_keys.clone(),
-        invite_ttl_ms: config.invite_ttl_secs.saturating_mul(1000),
-        owners: config.owners.iter().cloned().collect(),
-        owner_write_only: config.owner_write_only,
-        owner_write_channels: config.owner_write_channels.clone(),
-        welcome_required: config.welcome_required,
-        ..Settings::default()
-    }
-}
-
 /// Reads a welcome or an invite given as base64 or `@file` (a file holding the base64).
 pub fn blob(text: &str) -> Result<String, String> {
     let text = text.trim();
@@ -185,12 +156,13 @@ struct Service {
     deliveries: broadcast::Sender<Delivery>,
 }
 
-/// Starts the service on the current runtime: loads the persisted state from `peer_store`,
-/// applies the startup welcomes of `config`, and returns its handle. `inbound` is the channel
+/// Starts the service on the current runtime: loads the persisted state from `peer_store`
+/// (the engine joins the entry channel and `settings.extras`, and stores the configured
+/// welcomes), and returns its handle. `inbound` is the channel
 /// the network hands `/trac/sidechannel/1` frames to.
 pub fn start(
     keypair: Keypair,
-    config: &ScConfig,
+    settings: &Settings,
     peer_store: &Path,
     net: NetHandle,
     inbound: mpsc::Receiver<ScInbound>,
@@ -202,20 +174,7 @@ pub fn start(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => PersistedState::default(),
         Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", state_file.display())),
     };
-    let mut engine = Engine::new(keypair, settings(config), persisted);
-    let now = now_ms();
-    for (channel, text) in &config.welcomes {
-        let welcome = parse_welcome(text)
-            .map_err(|e| anyhow::anyhow!("--sidechannel-welcome for {channel}: {e}"))?;
-        engine
-            .join(channel, None, Some(welcome), None, now)
-            .map_err(|e| anyhow::anyhow!("--sidechannel-welcome for {channel}: {e}"))?;
-    }
-    for channel in &config.channels {
-        if let Err(e) = engine.join(channel, None, None, None, now) {
-            eprintln!("[sidechannel:{channel}] join failed: {e}");
-        }
-    }
+    let engine = Engine::new(keypair, settings.clone(), persisted);
     let (commands, receiver) = mpsc::channel(1024);
     let (deliveries, _) = broadcast::channel(4096);
     let service = Service {
@@ -225,7 +184,7 @@ pub fn start(
         keys: BTreeMap::new(),
         state_file,
         saved: Vec::new(),
-        quiet: config.quiet,
+        quiet: settings.quiet,
         deliveries: deliveries.clone(),
     };
     tokio::spawn(service.run(receiver, inbound));
