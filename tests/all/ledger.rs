@@ -1274,3 +1274,62 @@ fn a_writer_that_forks_its_log_does_not_split_honest_nodes() {
         "the checkpoint naming another branch of its own log is refused"
     );
 }
+
+#[test]
+fn a_batch_of_answered_entries_is_stored_at_once_and_catches_up_to_the_same_root() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let admin = key(1);
+    let mut source = open(a.path(), &admin, &admin);
+    let mut joiner = open(b.path(), &key(2), &admin);
+    let mut entries = Vec::new();
+    let mut checkpoints = Vec::new();
+    for i in 0..300u32 {
+        entries.push(
+            source
+                .append(vec![put(&format!("k{i}"), &format!("v{i}"))])
+                .unwrap(),
+        );
+        if i % 100 == 99 {
+            for message in source.propose(u64::from(i) + 1).unwrap() {
+                if let Message::Checkpoint(c) = message {
+                    checkpoints.push(c);
+                }
+            }
+        }
+    }
+    let target = source.status();
+    assert_eq!(target.final_height, 3);
+
+    // An answer with duplicates, a forged entry and a gap: the gap is asked for, the forged
+    // entry is dropped, everything else is stored.
+    let mut forged = entries[150].clone();
+    forged.signature = entries[151].signature;
+    let mut answer: Vec<LogEntry> = entries[..120].to_vec();
+    answer.extend(entries[..10].iter().cloned());
+    answer.extend(entries[130..150].iter().cloned());
+    answer.push(forged);
+    let out = joiner.receive_entries(answer).unwrap();
+    assert_eq!(joiner.status().entries, 120);
+    assert!(
+        out.contains(&Message::WantEntries {
+            writer: admin.public(),
+            from: 120
+        }),
+        "{out:?}"
+    );
+    // The rest, out of order: the waiting orphans chain on.
+    let mut rest: Vec<LogEntry> = entries[120..].to_vec();
+    rest.reverse();
+    joiner.receive_entries(rest).unwrap();
+    assert_eq!(joiner.status().entries, 300);
+    for checkpoint in checkpoints {
+        joiner.handle(Message::Checkpoint(checkpoint)).unwrap();
+    }
+    let status = joiner.status();
+    assert_eq!(
+        (status.latest_height, status.final_root),
+        (3, target.final_root)
+    );
+    // Known entries again: nothing to do, no signature work needed.
+    assert!(joiner.receive_entries(entries).unwrap().is_empty());
+}

@@ -517,13 +517,17 @@ impl<M: StateMachine> Ledger<M> {
     /// Stores a valid entry (and any orphans it unblocks). Entries of any key are stored:
     /// membership is decided at the entry's position in the order.
     fn receive_entry(&mut self, entry: LogEntry) -> Result<Vec<Message>, LedgerError> {
-        entry.verify(&self.network, &self.limits)?;
         let writer = entry.body.writer;
         let (next, last) = self.log_head(&writer);
         let seq = entry.body.seq;
         if seq < next {
-            // Known already (a duplicate) — or a fork of a signed log, which is refused.
+            // Known already (a duplicate, checked without any signature work) — or a fork of
+            // a signed log, which is refused.
             let stored = self.entry(&writer, seq)?;
+            if stored.as_ref() == Some(&entry) {
+                return Ok(Vec::new());
+            }
+            entry.verify(&self.network, &self.limits)?;
             if stored.is_some_and(|s| s != entry) {
                 if seq >= self.included_next(&writer) && self.forks.len() < MAX_FORK_ENTRIES {
                     self.forks.insert((writer, seq), entry);
@@ -534,6 +538,7 @@ impl<M: StateMachine> Ledger<M> {
             }
             return Ok(Vec::new());
         }
+        entry.verify(&self.network, &self.limits)?;
         if seq > next {
             if self.orphans.len() < self.limits.max_orphans {
                 self.orphans.insert((writer, seq), entry);
@@ -560,6 +565,116 @@ impl<M: StateMachine> Ledger<M> {
         }
         out.extend(self.advance()?);
         Ok(out)
+    }
+
+    /// Handles many entries at once (what a peer answered to this node's requests): known
+    /// entries are skipped before any signature work, the signatures of the new ones are
+    /// verified in one batch, the entries that extend their logs (and the orphans they unblock)
+    /// are stored in one transaction, and the ledger advances once. Entries that fail their
+    /// checks are dropped (logged); a batch with a bad signature is checked entry by entry.
+    /// Returns the messages to send: requests for gaps and what advancing produced (the
+    /// entries themselves are not re-announced: they came from a peer that has them).
+    pub fn receive_entries(&mut self, entries: Vec<LogEntry>) -> Result<Vec<Message>, LedgerError> {
+        let mut out = Vec::new();
+        let mut fresh: Vec<(LogEntry, Hash32)> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let (next, _) = self.log_head(&entry.body.writer);
+            if entry.body.seq < next {
+                // A duplicate is dropped cheaply; anything else goes the careful way.
+                if self.entry(&entry.body.writer, entry.body.seq)?.as_ref() != Some(&entry) {
+                    self.receive_one(entry, &mut out);
+                }
+                continue;
+            }
+            match entry.check_shape(&self.network, &self.limits) {
+                Ok(hash) => fresh.push((entry, hash)),
+                Err(e) => tracing::debug!(network = %self.network, "entry refused: {e}"),
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(out);
+        }
+        let triples: Vec<crate::crypto::SignedHash> = fresh
+            .iter()
+            .map(|(e, h)| (e.body.writer, *h, e.signature))
+            .collect();
+        if crate::crypto::verify_batch(&crate::crypto::BatchItem::from_triples(&triples)).is_err() {
+            // Somebody sent a bad signature: keep only the entries that verify on their own.
+            fresh.retain(|(e, h)| {
+                crate::crypto::verify_hash(&e.body.writer, h, &e.signature).is_ok()
+            });
+        }
+        fresh.sort_by(|(a, _), (b, _)| {
+            (a.body.writer, a.body.seq).cmp(&(b.body.writer, b.body.seq))
+        });
+        let mut heads: HashMap<PublicKey, LogHead> = HashMap::new();
+        let mut stored = 0u64;
+        let mut batch = self.store.write()?;
+        let mut pending: std::collections::VecDeque<(LogEntry, Hash32)> = fresh.into();
+        while let Some((entry, hash)) = pending.pop_front() {
+            let writer = entry.body.writer;
+            let head = heads.get(&writer).copied().unwrap_or_else(|| {
+                let (next, last) = self.log_head(&writer);
+                LogHead { next, last }
+            });
+            let seq = entry.body.seq;
+            if seq < head.next {
+                continue;
+            }
+            if seq > head.next {
+                if self.orphans.len() < self.limits.max_orphans {
+                    self.orphans.insert((writer, seq), entry);
+                }
+                out.push(Message::WantEntries {
+                    writer,
+                    from: head.next,
+                });
+                continue;
+            }
+            if entry.body.prev != head.last {
+                tracing::debug!(%writer, seq, "entry does not chain to the stored log");
+                continue;
+            }
+            batch.put(&self.tables.entries, &entry_key(&writer, seq), &entry)?;
+            heads.insert(
+                writer,
+                LogHead {
+                    next: seq + 1,
+                    last: hash,
+                },
+            );
+            stored += 1;
+            // An orphan waiting for this one goes next.
+            if let Some(orphan) = self.orphans.remove(&(writer, seq + 1)) {
+                let orphan_hash = orphan.hash(&self.network);
+                pending.push_front((orphan, orphan_hash));
+            }
+        }
+        for (writer, head) in &heads {
+            batch.put(&self.tables.logs, &writer.0.to_vec(), head)?;
+        }
+        batch.commit()?;
+        self.heads.extend(heads);
+        self.entry_count += stored;
+        if stored > 0 {
+            self.unconfirmed = None;
+        }
+        out.retain(|m| match m {
+            Message::WantEntries { writer, from } => self.log_head(writer).0 <= *from,
+            _ => true,
+        });
+        out.dedup();
+        out.extend(self.advance()?);
+        Ok(out)
+    }
+
+    /// One entry through [`Ledger::handle`]'s path, its answer added to `out` (a refusal is
+    /// logged).
+    fn receive_one(&mut self, entry: LogEntry, out: &mut Vec<Message>) {
+        match self.receive_entry(entry) {
+            Ok(messages) => out.extend(messages),
+            Err(e) => tracing::debug!(network = %self.network, "entry refused: {e}"),
+        }
     }
 
     /// Applies `entries` (already ordered) on top of `base_diff` over the final state.

@@ -90,6 +90,20 @@ impl LogEntry {
     /// Checks what can be checked of an entry alone: version, limits, shape and signature.
     /// Returns its hash. The chain (`prev`) is checked against the stored log.
     pub fn verify(&self, network: &Hash32, limits: &LedgerLimits) -> Result<Hash32, LedgerError> {
+        let hash = self.check_shape(network, limits)?;
+        crate::crypto::verify_hash(&self.body.writer, &hash, &self.signature).map_err(|e| {
+            LedgerError::Signature(format!("entry {}/{}: {e}", self.body.writer, self.body.seq))
+        })?;
+        Ok(hash)
+    }
+
+    /// [`LogEntry::verify`] without the signature (for callers that verify many signatures in
+    /// one batch): version, limits and shape. Returns the hash the signature must cover.
+    pub fn check_shape(
+        &self,
+        network: &Hash32,
+        limits: &LedgerLimits,
+    ) -> Result<Hash32, LedgerError> {
         let body = &self.body;
         if body.version != FORMAT_VERSION {
             return Err(LedgerError::Version {
@@ -133,10 +147,6 @@ impl LogEntry {
                 "a causal head may not name the entry's own log".into(),
             ));
         }
-        let hash = body.hash(network);
-        crate::crypto::verify_hash(&body.writer, &hash, &self.signature).map_err(|e| {
-            LedgerError::Signature(format!("entry {}/{}: {e}", body.writer, body.seq))
-        })?;
-        Ok(hash)
+        Ok(body.hash(network))
     }
 }

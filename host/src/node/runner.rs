@@ -915,9 +915,7 @@ impl Node {
                 },
                 Some((peer, network, messages)) = answers.recv() => {
                     let before = self.progress(network);
-                    for message in messages {
-                        self.feed(Some(peer), network, message, &answers_tx);
-                    }
+                    self.take_answer(peer, network, messages, &answers_tx);
                     // Catching up: an answer that moved the ledger is followed at once by the
                     // next requests to the same peer, rather than at the next sync tick.
                     if self.progress(network) != before
@@ -1118,6 +1116,63 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Handles a peer's answer to this node's requests: its entries in one batch
+    /// ([`Ledger::receive_entries`]: one signature batch, one transaction, not re-announced),
+    /// its other messages one by one; what they produce is routed once.
+    fn take_answer(
+        &mut self,
+        peer: PeerId,
+        network: Hash32,
+        messages: Vec<Message>,
+        answers: &mpsc::Sender<(PeerId, Hash32, Vec<Message>)>,
+    ) {
+        let (entries, others): (Vec<Message>, Vec<Message>) = messages
+            .into_iter()
+            .partition(|m| matches!(m, Message::Entry(_)));
+        let entries: Vec<LogEntry> = entries
+            .into_iter()
+            .filter_map(|m| match m {
+                Message::Entry(entry) => Some(entry),
+                _ => None,
+            })
+            .collect();
+        let mut out = Vec::new();
+        if !entries.is_empty() {
+            let result = if network == self.msb.network() {
+                self.msb.receive_entries(entries)
+            } else if network == self.subnet.network() {
+                self.subnet.receive_entries(entries)
+            } else {
+                Ok(Vec::new())
+            };
+            match result {
+                Ok(messages) => out.extend(messages),
+                Err(e) => tracing::warn!(%network, "entries of an answer not stored: {e}"),
+            }
+        }
+        for message in others {
+            if is_want(&message) {
+                let answer = self.handle(network, message);
+                self.ask(peer, network, answer, answers);
+            } else {
+                out.extend(self.handle(network, message));
+            }
+        }
+        // Requests go to the peer that answered (once each), news to everyone.
+        let mut seen = Vec::new();
+        out.retain(|m| {
+            if !is_want(m) {
+                return true;
+            }
+            let fresh = !seen.contains(m);
+            if fresh {
+                seen.push(m.clone());
+            }
+            fresh
+        });
+        self.route(Some(peer), network, out, answers);
     }
 
     /// Handles an announced (or answered) message and routes what the ledger returns.
