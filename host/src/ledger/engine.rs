@@ -13,6 +13,10 @@ use super::{
 use crate::crypto::{Hash32, Keypair, PublicKey};
 use crate::store::{Diff, Overlay, StateAccess, StateRecord, Store, StoreError, StoreRead, Table};
 
+/// Most entries one answer to a `WantEntries` carries (the network layer also cuts an answer
+/// to its frame limit); large answers keep a catching-up node's round trips few.
+pub const MAX_ENTRIES_PER_ANSWER: u64 = 4_096;
+
 /// What nodes exchange.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
@@ -453,7 +457,7 @@ impl<M: StateMachine> Ledger<M> {
                 let read = self.store.read()?;
                 let (next, _) = self.log_head(&writer);
                 let mut out = Vec::new();
-                for seq in from..next.min(from.saturating_add(1_000)) {
+                for seq in from..next.min(from.saturating_add(MAX_ENTRIES_PER_ANSWER)) {
                     if let Some(entry) = read.get(&self.tables.entries, &entry_key(&writer, seq))? {
                         out.push(Message::Entry(entry));
                     }
