@@ -245,6 +245,22 @@ impl Service {
             self.keys.insert(inbound.key, inbound.peer);
         }
         let received = self.engine.receive(inbound.key, &inbound.frame, now_ms());
+        if self.engine.settings().debug {
+            match received.dropped {
+                Some(reason) => eprintln!(
+                    "[sidechannel] drop ({reason:?}) {} bytes from {}",
+                    inbound.frame.len(),
+                    inbound.key
+                ),
+                None => eprintln!(
+                    "[sidechannel] recv {} bytes from {}: {} delivered, {} frames out",
+                    inbound.frame.len(),
+                    inbound.key,
+                    received.deliveries.len(),
+                    received.outbound.len()
+                ),
+            }
+        }
         for delivery in received.deliveries {
             if !self.quiet {
                 println!(

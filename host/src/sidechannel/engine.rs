@@ -224,6 +224,8 @@ pub struct Received {
     pub events: Vec<ScEvent>,
     /// The node should disconnect this neighbour (repeatedly blocked).
     pub disconnect: bool,
+    /// Why the frame was dropped, if it was (also counted in [`Stats::drops`]).
+    pub dropped: Option<DropReason>,
 }
 
 /// One channel in [`Stats`].

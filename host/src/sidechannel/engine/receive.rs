@@ -25,6 +25,7 @@ impl Engine {
         self.counters.received += 1;
         if let Err(reason) = self.pipeline(neighbour, bytes, now, &mut out) {
             *self.counters.drops.entry(reason).or_default() += 1;
+            out.dropped = Some(reason);
         }
         out
     }
