@@ -18,6 +18,7 @@ mod node;
 mod node_support;
 mod rpc;
 mod runtime;
+mod sidechannel;
 mod store;
 mod subnet;
 mod subnet_support;

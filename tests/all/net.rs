@@ -10,8 +10,8 @@ use tokio::sync::mpsc;
 use trac_host::crypto::{Keypair, PublicKey};
 use trac_host::ledger::{LedgerLimits, LogEntry, Message};
 use trac_host::net::{
-    Multiaddr, Net, NetConfig, NetError, NetEvent, NetHandle, PROTOCOL_VERSION, PeerId, peer_id_of,
-    public_key_of,
+    Multiaddr, Net, NetConfig, NetError, NetEvent, NetHandle, PROTOCOL_VERSION, PeerId,
+    ScInboundKind, peer_id_of, public_key_of,
 };
 
 use crate::ledger_support::{NETWORK, TestMachine, key, open_ledger, put};
@@ -535,11 +535,18 @@ async fn sidechannel_frames_flow_in_order_and_oversized_ones_are_refused() {
             .await
             .expect("queued");
     }
+    // The connection comes first, then the frames in order.
+    let first = tokio::time::timeout(WAIT, inbound.recv())
+        .await
+        .expect("an event in time")
+        .expect("open");
+    assert_eq!(first.kind, ScInboundKind::Connected);
     for i in 0..500u32 {
         let got = tokio::time::timeout(WAIT, inbound.recv())
             .await
             .expect("a frame in time")
             .expect("open");
+        assert_eq!(got.kind, ScInboundKind::Frame);
         assert_eq!(got.key, sender.key.public());
         assert_eq!(&got.frame[..], &i.to_be_bytes());
     }

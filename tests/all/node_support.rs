@@ -310,3 +310,60 @@ impl Drop for NodeProc {
         }
     }
 }
+
+impl NodeProc {
+    /// Waits up to `within` for a stdout line containing `needle`, looking first at the lines
+    /// already read (other waits may have read past it); returns it, or `None` when none came.
+    pub fn find_within(&mut self, needle: &str, within: Duration) -> Option<String> {
+        if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
+            return Some(line.clone());
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return Some(line);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// [`NodeProc::find_within`] that panics (with what the node printed) when no line came.
+    #[track_caller]
+    pub fn await_printed(&mut self, needle: &str, within: Duration) -> String {
+        match self.find_within(needle, within) {
+            Some(line) => line,
+            None => panic!(
+                "no line containing {needle:?} within {within:?}; stdout so far:\n{}",
+                self.seen.join("\n")
+            ),
+        }
+    }
+
+    /// How many of the lines read so far contain `needle`.
+    pub fn count_seen(&self, needle: &str) -> usize {
+        self.seen.iter().filter(|l| l.contains(needle)).count()
+    }
+}
+
+/// Creates the (unencrypted) peer keystore of a node that will run in `dir` with the default
+/// store names, so that the test knows the node's peer key before it starts (to name it in
+/// flags such as `--sidechannel-owner`). Returns the key pair.
+pub fn preset_peer_key(dir: &Path) -> trac_host::crypto::Keypair {
+    let keypair = trac_host::crypto::Keypair::generate();
+    let path = dir.join("stores/peer/keypair.json");
+    trac_host::crypto::keystore::create(
+        &path,
+        &keypair,
+        "",
+        trac_host::crypto::keystore::KdfParams::DEFAULT,
+        false,
+    )
+    .expect("create the peer keystore");
+    keypair
+}

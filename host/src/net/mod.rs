@@ -144,15 +144,30 @@ pub struct NetConfig {
     pub dial_discovered: bool,
 }
 
-/// A sidechannel frame from a peer, as received (not decoded by the network layer).
+/// A sidechannel frame from a peer, as received (not decoded by the network layer), or a
+/// change of its connection: both travel on one channel, in the order the network saw them,
+/// so that a neighbour's first frames and its connection are never seen out of order.
 #[derive(Debug, Clone)]
 pub struct ScInbound {
     /// The neighbour it came from.
     pub peer: PeerId,
     /// Its peer key (its identity, authenticated by the connection).
     pub key: PublicKey,
-    /// The frame.
+    /// The frame (empty for a connection change).
     pub frame: libp2p::bytes::Bytes,
+    /// What this is.
+    pub kind: ScInboundKind,
+}
+
+/// What an [`ScInbound`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScInboundKind {
+    /// A frame.
+    Frame,
+    /// The peer connected and identified itself.
+    Connected,
+    /// The last connection to the peer closed.
+    Disconnected,
 }
 
 impl NetConfig {

@@ -26,13 +26,13 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, trace, warn};
 
-use super::ScInbound;
 use super::identity::{libp2p_keypair, public_key_of};
 use super::queue::{Outbound, PeerQueue, QueueLimits};
 use super::wire::{
     Frame, FrameCodec, FrameKind, LedgerRequest, LedgerResponse, identify_version, protocol_id,
 };
 use super::{NetConfig, NetError, NetEvent, NetHandle, NetStats};
+use super::{ScInbound, ScInboundKind};
 use crate::codec;
 use crate::crypto::PublicKey;
 use crate::ledger::Message;
@@ -91,7 +91,7 @@ struct Behaviour {
     limits: connection_limits::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
-    kad: kad::Behaviour<kad::store::MemoryStore>,
+    kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
     mdns: Toggle<mdns::tokio::Behaviour>,
     ledger: request_response::Behaviour<FrameCodec>,
     sidechannel: request_response::Behaviour<FrameCodec>,
@@ -212,8 +212,11 @@ struct Task {
     dials: HashMap<ConnectionId, DialWaiter>,
     ready_waiters: HashMap<PeerId, Vec<DialReply>>,
     outbound: HashMap<OutboundRequestId, (PeerId, Option<Reply>)>,
-    /// Sidechannel frames on the wire, by request.
-    sc_outbound: HashMap<OutboundRequestId, PeerId>,
+    /// Sidechannel batches on the wire, by request (kept to send again once if the stream
+    /// fails, for example when one of two simultaneous connections is closed).
+    sc_outbound: HashMap<OutboundRequestId, (PeerId, Bytes, bool)>,
+    /// Sidechannel frames for peers connected but not identified yet.
+    sc_early: HashMap<PeerId, ScQueue>,
     /// Where inbound sidechannel frames go (none: the protocol is refused).
     sc_inbound: Option<mpsc::Sender<ScInbound>>,
     answers: FuturesUnordered<PendingAnswer>,
@@ -298,7 +301,9 @@ pub(crate) fn start(config: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetE
                 .with_agent_version(format!("trac-host/{}", env!("CARGO_PKG_VERSION"))),
         ),
         ping: ping::Behaviour::new(ping::Config::new()),
-        kad,
+        // Without dialing what is discovered, the DHT stays off: its lookups would connect to
+        // the peers they find.
+        kad: Toggle::from(config.dial_discovered.then_some(kad)),
         mdns: Toggle::from(mdns),
         ledger: request_response::Behaviour::with_codec(
             FrameCodec {
@@ -372,6 +377,7 @@ pub(crate) fn start(config: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetE
         ready_waiters: HashMap::new(),
         outbound: HashMap::new(),
         sc_outbound: HashMap::new(),
+        sc_early: HashMap::new(),
         sc_inbound: config.sidechannel.clone(),
         answers: FuturesUnordered::new(),
         bootstrap,
@@ -514,6 +520,11 @@ impl Task {
             }
             Command::ScSend { peer, frame } => {
                 let Some(state) = self.peers.get_mut(&peer) else {
+                    // Connected but not identified yet: held until it is.
+                    if self.swarm.is_connected(&peer) {
+                        let limits = self.settings.sc_queue;
+                        self.sc_early.entry(peer).or_default().push(frame, &limits);
+                    }
                     return;
                 };
                 let dropped = state.sc_queue.push(frame, &self.settings.sc_queue);
@@ -586,16 +597,13 @@ impl Task {
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };
-        if let Some(batch) = state
-            .sc_queue
-            .next_batch(sidechannel_batch_limit(self.settings.max_sidechannel_frame))
-        {
+        if let Some((batch, retried)) = state.sc_queue.next_batch(SIDECHANNEL_BATCH) {
             let id = self
                 .swarm
                 .behaviour_mut()
                 .sidechannel
-                .send_request(&peer, Frame::Bytes(batch));
-            self.sc_outbound.insert(id, peer);
+                .send_request(&peer, Frame::Bytes(batch.clone()));
+            self.sc_outbound.insert(id, (peer, batch, retried));
         }
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
@@ -710,6 +718,7 @@ impl Task {
 
     fn disconnected(&mut self, peer: PeerId) {
         self.handshakes.remove(&peer);
+        self.sc_early.remove(&peer);
         for reply in self.ready_waiters.remove(&peer).unwrap_or_default() {
             let _ = reply.send(Err(NetError::Dial {
                 addr: peer.to_string(),
@@ -722,6 +731,7 @@ impl Task {
             }
             info!(%peer, "peer disconnected");
             self.emit(NetEvent::PeerDisconnected(peer));
+            self.sidechannel_connection(peer, state.public, ScInboundKind::Disconnected);
         }
     }
 
@@ -824,8 +834,9 @@ impl Task {
             self.refuse(peer, "its peer id is not an ed25519 key".into());
             return;
         };
-        if info.protocols.contains(&self.settings.kad_protocol) {
-            let kad = &mut self.swarm.behaviour_mut().kad;
+        if info.protocols.contains(&self.settings.kad_protocol)
+            && let Some(kad) = self.swarm.behaviour_mut().kad.as_mut()
+        {
             for addr in info.listen_addrs.iter().take(16) {
                 kad.add_address(&peer, addr.clone());
             }
@@ -839,7 +850,7 @@ impl Task {
             PeerState {
                 public,
                 queue: PeerQueue::new(self.settings.queue),
-                sc_queue: ScQueue::default(),
+                sc_queue: self.sc_early.remove(&peer).unwrap_or_default(),
             },
         );
         info!(%peer, key = %public, agent = %info.agent_version, "peer connected");
@@ -853,9 +864,14 @@ impl Task {
             .take(MAX_ANNOUNCED_ADDRS)
             .collect();
         self.emit(NetEvent::PeerConnected(peer, public, addrs));
-        if self.bootstrap.iter().any(|b| b.peer == Some(peer)) {
+        self.sidechannel_connection(peer, public, ScInboundKind::Connected);
+        // Sidechannel frames held while it identified itself go out now.
+        self.pump(peer);
+        if self.bootstrap.iter().any(|b| b.peer == Some(peer))
+            && let Some(kad) = self.swarm.behaviour_mut().kad.as_mut()
+        {
             // A bootstrap peer is in: look ourselves up to fill the routing table.
-            if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
+            if let Err(e) = kad.bootstrap() {
                 debug!("DHT bootstrap not started: {e}");
             }
         }
@@ -867,7 +883,9 @@ impl Task {
         self.stats.refused_peers += 1;
         self.refused.insert(peer, Instant::now());
         self.handshakes.remove(&peer);
-        self.swarm.behaviour_mut().kad.remove_peer(&peer);
+        if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+            kad.remove_peer(&peer);
+        }
         for reply in self.ready_waiters.remove(&peer).unwrap_or_default() {
             let _ = reply.send(Err(NetError::Refused {
                 peer,
@@ -931,7 +949,7 @@ impl Task {
                     self.sidechannel_inbound(peer, request);
                 }
                 request_response::Message::Response { request_id, .. } => {
-                    self.sidechannel_sent(request_id);
+                    self.sidechannel_sent(request_id, false);
                 }
             },
             request_response::Event::OutboundFailure {
@@ -940,8 +958,8 @@ impl Task {
                 error,
                 ..
             } => {
-                debug!(%peer, "sidechannel frame not delivered: {error}");
-                self.sidechannel_sent(request_id);
+                debug!(%peer, "sidechannel batch not delivered: {error}");
+                self.sidechannel_sent(request_id, true);
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 debug!(%peer, "inbound sidechannel frame failed: {error}");
@@ -950,13 +968,34 @@ impl Task {
         }
     }
 
-    /// A sidechannel frame of ours was acknowledged or failed: its window slot frees.
-    fn sidechannel_sent(&mut self, id: OutboundRequestId) {
-        let Some(peer) = self.sc_outbound.remove(&id) else {
+    /// Tells the sidechannel receiver that a peer connected or left (in order with its frames).
+    fn sidechannel_connection(&mut self, peer: PeerId, key: PublicKey, kind: ScInboundKind) {
+        let Some(inbound) = &self.sc_inbound else {
+            return;
+        };
+        let event = ScInbound {
+            peer,
+            key,
+            frame: Bytes::new(),
+            kind,
+        };
+        if inbound.try_send(event).is_err() {
+            self.stats.dropped_events += 1;
+            warn!(%peer, ?kind, "the sidechannel receiver is full: connection change dropped");
+        }
+    }
+
+    /// A sidechannel batch of ours was acknowledged or failed: its window slot frees; a failed
+    /// batch goes out once more while the peer is connected.
+    fn sidechannel_sent(&mut self, id: OutboundRequestId, failed: bool) {
+        let Some((peer, batch, retried)) = self.sc_outbound.remove(&id) else {
             return;
         };
         if let Some(state) = self.peers.get_mut(&peer) {
             state.sc_queue.in_flight = false;
+            if failed && !retried {
+                state.sc_queue.retry = Some(batch);
+            }
         }
         self.pump(peer);
     }
@@ -964,7 +1003,14 @@ impl Task {
     /// Hands an inbound sidechannel frame to the node (dropped, and counted, when the node
     /// does not keep up or the peer is not identified).
     fn sidechannel_inbound(&mut self, peer: PeerId, frame: Frame) {
-        let Some(public) = self.peers.get(&peer).map(|s| s.public) else {
+        // The Noise handshake authenticated the peer id, which is the peer key: a frame that
+        // arrives before identify completed is as authentic.
+        let Some(public) = self
+            .peers
+            .get(&peer)
+            .map(|s| s.public)
+            .or_else(|| public_key_of(&peer))
+        else {
             return;
         };
         let bytes = match frame {
@@ -999,6 +1045,7 @@ impl Task {
                     peer,
                     key: public,
                     frame,
+                    kind: ScInboundKind::Frame,
                 })
                 .is_err()
             {
@@ -1273,9 +1320,13 @@ impl Task {
     }
 }
 
-/// The largest sidechannel batch on the wire: room for one frame of the limit and its prefix.
+/// Sidechannel frames are packed into batches of at most this many bytes (the same on every
+/// node, so that any peer reads a batch of small frames); a larger frame travels alone.
+const SIDECHANNEL_BATCH: usize = 64 << 10;
+
+/// The largest sidechannel batch a node reads: a full batch, or one frame of its own limit.
 fn sidechannel_batch_limit(max_frame: usize) -> usize {
-    max_frame.saturating_add(4).max(64 << 10)
+    max_frame.saturating_add(4).max(SIDECHANNEL_BATCH)
 }
 
 /// The sidechannel frames waiting for one peer. Frames go out in order, in batches (one
@@ -1285,6 +1336,8 @@ struct ScQueue {
     pending: std::collections::VecDeque<Bytes>,
     pending_bytes: usize,
     in_flight: bool,
+    /// A batch whose stream failed, sent again before anything else.
+    retry: Option<Bytes>,
 }
 
 impl ScQueue {
@@ -1306,9 +1359,16 @@ impl ScQueue {
     }
 
     /// The next batch (frames as `u32` big-endian length + bytes, up to `limit` bytes) when
-    /// none is on the wire.
-    fn next_batch(&mut self, limit: usize) -> Option<Bytes> {
-        if self.in_flight || self.pending.is_empty() {
+    /// none is on the wire, and whether it is a failed batch sent again.
+    fn next_batch(&mut self, limit: usize) -> Option<(Bytes, bool)> {
+        if self.in_flight {
+            return None;
+        }
+        if let Some(batch) = self.retry.take() {
+            self.in_flight = true;
+            return Some((batch, true));
+        }
+        if self.pending.is_empty() {
             return None;
         }
         let mut batch = Vec::new();
@@ -1322,7 +1382,7 @@ impl ScQueue {
             batch.extend_from_slice(&frame);
         }
         self.in_flight = true;
-        Some(Bytes::from(batch))
+        Some((Bytes::from(batch), false))
     }
 }
 
@@ -1387,7 +1447,7 @@ mod tests {
             queue.push(Bytes::from(vec![i; 10]), &limits);
         }
         // Over the count limit: the two oldest went.
-        let batch = queue.next_batch(1 << 16).expect("a batch");
+        let (batch, _) = queue.next_batch(1 << 16).expect("a batch");
         assert!(
             queue.next_batch(1 << 16).is_none(),
             "one batch on the wire at a time"
@@ -1404,8 +1464,13 @@ mod tests {
         queue.in_flight = false;
         queue.push(Bytes::from(vec![9; 60]), &limits);
         queue.push(Bytes::from(vec![8; 60]), &limits);
-        let batch = queue.next_batch(100).expect("a batch");
+        let (batch, retried) = queue.next_batch(100).expect("a batch");
+        assert!(!retried);
         assert_eq!(batch.len(), 64);
+        // A failed batch goes first, once.
+        queue.in_flight = false;
+        queue.retry = Some(batch.clone());
+        assert_eq!(queue.next_batch(100), Some((batch.clone(), true)));
         assert_eq!(split_batch(&batch, 50).unwrap(), (Vec::new(), 1));
         assert!(split_batch(&[0, 0, 0, 9, 1], 100).is_err());
         assert!(split_batch(&[0, 0], 100).is_err());

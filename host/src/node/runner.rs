@@ -1053,7 +1053,6 @@ impl Node {
             NetEvent::PeerConnected(peer, key, addrs) => {
                 tracing::info!(%peer, "peer connected");
                 self.peers.insert(peer);
-                self.sidechannel.peer_up(peer, key);
                 self.remember_peer(peer, addrs);
                 self.faucet(&key);
                 // Catch up with the new peer at once.
@@ -1066,7 +1065,6 @@ impl Node {
             NetEvent::PeerDisconnected(peer) => {
                 tracing::info!(%peer, "peer disconnected");
                 self.peers.remove(&peer);
-                self.sidechannel.peer_down(peer);
             }
             NetEvent::Refused { peer, reason } => {
                 tracing::warn!(%peer, "refused: {reason}");

@@ -18,7 +18,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::config::write_atomic;
 use crate::crypto::{Keypair, PublicKey};
-use crate::net::{NetHandle, PeerId, ScInbound, peer_id_of};
+use crate::net::{NetHandle, PeerId, ScInbound, ScInboundKind, peer_id_of};
 use crate::sidechannel::{
     Delivery, Engine, Invite, JoinOutcome, OpenOutcome, Outbound, PersistedState, ScError, ScEvent,
     Settings, Stats, Welcome,
@@ -219,18 +219,8 @@ impl Service {
     fn command(&mut self, command: ScCommand) {
         let now = now_ms();
         match command {
-            ScCommand::PeerUp(peer, key) => {
-                self.peers.insert(peer, key);
-                self.keys.insert(key, peer);
-                let outbound = self.engine.peer_connected(key, now);
-                self.send(outbound);
-            }
-            ScCommand::PeerDown(peer) => {
-                if let Some(key) = self.peers.remove(&peer) {
-                    self.keys.remove(&key);
-                    self.engine.peer_disconnected(&key);
-                }
-            }
+            ScCommand::PeerUp(peer, key) => self.neighbour(peer, key, now),
+            ScCommand::PeerDown(peer) => self.gone(peer),
             ScCommand::Run(work) => {
                 let outbound = work(&mut self.engine, now);
                 self.send(outbound);
@@ -239,12 +229,36 @@ impl Service {
         }
     }
 
-    fn receive(&mut self, inbound: ScInbound) {
-        if let std::collections::btree_map::Entry::Vacant(entry) = self.peers.entry(inbound.peer) {
-            entry.insert(inbound.key);
-            self.keys.insert(inbound.key, inbound.peer);
+    /// Starts a neighbour once per connection (from its first frame or the node's report,
+    /// whichever comes first): the engine sends it this node's subscriptions.
+    fn neighbour(&mut self, peer: PeerId, key: PublicKey, now: u64) {
+        if self.peers.contains_key(&peer) {
+            return;
         }
-        let received = self.engine.receive(inbound.key, &inbound.frame, now_ms());
+        self.peers.insert(peer, key);
+        self.keys.insert(key, peer);
+        let outbound = self.engine.peer_connected(key, now);
+        self.send(outbound);
+    }
+
+    /// A neighbour's connection closed.
+    fn gone(&mut self, peer: PeerId) {
+        if let Some(key) = self.peers.remove(&peer) {
+            self.keys.remove(&key);
+            self.engine.peer_disconnected(&key);
+        }
+    }
+
+    fn receive(&mut self, inbound: ScInbound) {
+        let now = now_ms();
+        match inbound.kind {
+            ScInboundKind::Frame => {}
+            ScInboundKind::Connected => return self.neighbour(inbound.peer, inbound.key, now),
+            ScInboundKind::Disconnected => return self.gone(inbound.peer),
+        }
+        // A frame may come before the peer's identification: the neighbour starts here.
+        self.neighbour(inbound.peer, inbound.key, now);
+        let received = self.engine.receive(inbound.key, &inbound.frame, now);
         if self.engine.settings().debug {
             match received.dropped {
                 Some(reason) => eprintln!(

@@ -415,12 +415,17 @@ impl Engine {
     fn store_configured_welcomes(&mut self) {
         let welcomes = self.settings.welcomes.clone();
         for (name, welcome) in welcomes {
-            // Checked against the channel's owner; expiry is checked whenever it is used
-            // (the engine has no clock here).
-            let valid = self.owner_of(&name) == Some(welcome.owner)
+            // Checked against the channel's owner (a channel without a configured owner takes
+            // the welcome's signer, as a welcome given to `join` does); expiry is checked
+            // whenever it is used (the engine has no clock here).
+            let known = self.owner_of(&name);
+            let valid = known.is_none_or(|owner| owner == welcome.owner)
                 && welcome.channel == name
                 && welcome.verify_signature().is_ok();
-            if valid && super::is_normal_channel(&name) {
+            if valid
+                && super::is_normal_channel(&name)
+                && (known.is_some() || self.set_owner(&name, welcome.owner).is_ok())
+            {
                 self.store_welcome(&name, welcome);
             }
         }
