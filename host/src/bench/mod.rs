@@ -1,9 +1,12 @@
 //! `trac bench <suite>`: measured figures for people (a table) and machines (`--json`).
 
 mod apply;
+mod catchup;
 mod contract;
 mod ledger;
 mod settle;
+pub mod sidechannel;
+mod startup;
 mod store;
 
 use std::time::{Duration, Instant};
@@ -26,6 +29,14 @@ pub enum Suite {
     /// The `/tx` lifecycle: submit → applied on 3 subnet nodes, and the settlement throughput of
     /// one MSB validator.
     Settle,
+    /// Start-to-ready time of the `trac run` node (cold and warm), key decryption, the cold
+    /// compile of Intercom, and the idle memory of a `trac run` process.
+    Startup,
+    /// Catch-up of a subnet log (100,000 entries) by a fresh joiner over loopback.
+    Catchup,
+    /// Signed 1 KiB sidechannel messages between two processes on loopback: one-way latency
+    /// with the default policy and without proof of work, sustained throughput, memory.
+    Sidechannel,
 }
 
 /// One measured figure.
@@ -78,6 +89,25 @@ impl Measurement {
         }
     }
 
+    /// The `q`-quantile (0..=1) of `samples`, in milliseconds.
+    pub fn latency_millis(name: impl Into<String>, samples: &mut [Duration], q: f64) -> Self {
+        let mut m = Self::latency_micros(name, samples, q);
+        m.value /= 1_000.0;
+        m.unit = "ms";
+        m
+    }
+
+    /// A figure in any unit.
+    pub fn value(name: impl Into<String>, value: f64, unit: &'static str, samples: u64) -> Self {
+        Measurement {
+            name: name.into(),
+            value,
+            unit,
+            samples,
+            target: None,
+        }
+    }
+
     /// A percentage.
     pub fn percent(name: impl Into<String>, value: f64, samples: u64) -> Self {
         Measurement {
@@ -87,6 +117,12 @@ impl Measurement {
             samples,
             target: None,
         }
+    }
+
+    /// Replaces the unit (a throughput of entries rather than ops, say).
+    pub fn with_unit(mut self, unit: &'static str) -> Self {
+        self.unit = unit;
+        self
     }
 
     /// Attaches the target the figure is held to.
@@ -153,6 +189,9 @@ pub fn run(suite: Suite) -> anyhow::Result<Report> {
             Suite::Apply => apply::run_apply(),
             Suite::Replay => apply::run_replay(),
             Suite::Settle => settle::run(),
+            Suite::Startup => startup::run(),
+            Suite::Catchup => catchup::run(),
+            Suite::Sidechannel => sidechannel::run(),
         })?
         .join()
         .map_err(|_| anyhow::anyhow!("the benchmark thread panicked"))??;

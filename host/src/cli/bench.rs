@@ -13,10 +13,21 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Internal: the receiving process of the `sidechannel` suite, with its policy
+    /// (`pow=<bits>,rate=<bytes/s>`).
+    #[arg(long, hide = true, value_name = "POLICY")]
+    serve: Option<String>,
 }
 
 /// Runs the suite and prints its report.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(policy) = &args.serve {
+        anyhow::ensure!(
+            args.suite == Suite::Sidechannel,
+            "--serve is for the sidechannel suite only"
+        );
+        return bench::sidechannel::serve(policy);
+    }
     if cfg!(debug_assertions) {
         eprintln!("warning: a debug build; build with --release for meaningful figures");
     }
