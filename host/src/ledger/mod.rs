@@ -26,7 +26,7 @@ pub mod order;
 pub mod replay;
 
 pub use checkpoint::{Ack, AckBody, Checkpoint, CheckpointBody, LogFrontier};
-pub use engine::{Divergence, Ledger, LedgerStatus, Message};
+pub use engine::{Divergence, Ledger, LedgerStatus, MAX_ENTRIES_PER_ANSWER, Message};
 pub use entry::{EntryBody, EntryRef, LogEntry};
 
 use crate::crypto::{Hash32, PublicKey};

@@ -23,7 +23,7 @@
 //! hashes to the id). The genesis is persisted in the store folder
 //! ([`SUBNET_GENESIS_FILE`], [`MSB_GENESIS_FILE`]) so that restarts need no peer.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -57,6 +57,10 @@ pub const SUBNET_GENESIS_FILE: &str = "subnet-genesis.bin";
 pub const KNOWN_PEERS_FILE: &str = "known-peers.txt";
 /// Peers remembered in [`KNOWN_PEERS_FILE`], at most.
 const MAX_KNOWN_PEERS: usize = 32;
+/// Entry ranges of one log asked at once while catching up (each answer then asks one more).
+const AHEAD_RANGES: u64 = 3;
+/// How long an entry range asked while catching up counts as on its way.
+const AHEAD_FOR: Duration = Duration::from_secs(5);
 /// How often a sequencer proposes a checkpoint.
 pub const PROPOSE_EVERY: Duration = Duration::from_millis(200);
 /// How often the sync requests go to every peer.
@@ -248,6 +252,8 @@ pub struct Node {
     timer: Option<Duration>,
     /// Peers connected to, most recent first, with their dialable addresses.
     known_peers: Vec<(PeerId, Vec<Multiaddr>)>,
+    /// While catching up: the furthest entry range asked of a log (its start) and when.
+    ahead: HashMap<(Hash32, PublicKey), (u64, Instant)>,
     /// The sidechannel service.
     sidechannel: super::sidechannel::ScHandle,
     /// Held while the node runs.
@@ -630,6 +636,7 @@ impl Node {
             timer: config.timer,
             sidechannel,
             known_peers,
+            ahead: HashMap::new(),
             _lock: lock,
             validator_peer: Arc::new(Mutex::new(None)),
             auto_add_asked: None,
@@ -921,7 +928,7 @@ impl Node {
                     if self.progress(network) != before
                         && let Ok(requests) = self.sync_requests(network)
                     {
-                        self.ask(peer, network, requests, &answers_tx);
+                        self.follow_up(peer, network, requests, &answers_tx);
                     }
                 }
                 Some((tx_hash, rejection)) = forwarded.recv() => {
@@ -1114,6 +1121,49 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// The requests that follow an answer that moved a ledger: entry ranges are asked
+    /// [`AHEAD_RANGES`] at a time per log, each in a request of its own (the peer reads and sends the next range
+    /// while this node stores the current one; an early range waits among the orphans), the
+    /// rest in one request. A range asked more than [`AHEAD_FOR`] ago counts as lost.
+    fn follow_up(
+        &mut self,
+        peer: PeerId,
+        network: Hash32,
+        requests: Vec<Message>,
+        answers: &mpsc::Sender<(PeerId, Hash32, Vec<Message>)>,
+    ) {
+        let span = crate::ledger::MAX_ENTRIES_PER_ANSWER;
+        let mut rest = Vec::new();
+        for message in requests {
+            let Message::WantEntries { writer, from } = message else {
+                rest.push(message);
+                continue;
+            };
+            let now = Instant::now();
+            let key = (network, writer);
+            let furthest = self
+                .ahead
+                .get(&key)
+                .filter(|(_, at)| at.elapsed() < AHEAD_FOR)
+                .map(|(start, _)| *start);
+            let ranges = match furthest {
+                // `from` is on its way: ask for the range after the furthest one.
+                Some(start) if start >= from => vec![start + span],
+                _ => (0..AHEAD_RANGES).map(|i| from + i * span).collect(),
+            };
+            self.ahead
+                .insert(key, (*ranges.last().unwrap_or(&from), now));
+            for start in ranges {
+                let want = Message::WantEntries {
+                    writer,
+                    from: start,
+                };
+                self.ask(peer, network, vec![want], answers);
+            }
+        }
+        self.ask(peer, network, rest, answers);
     }
 
     /// Handles a peer's answer to this node's requests: its entries in one batch
