@@ -2,6 +2,7 @@
 
 mod apply;
 mod catchup;
+mod child;
 mod contract;
 mod ledger;
 mod settle;

@@ -39,13 +39,14 @@
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Stdio};
+use std::process::{ChildStdin, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail, ensure};
 use tokio::sync::mpsc;
 
 use super::Measurement;
+use super::child::{ChildGuard, memory_kib};
 use crate::crypto::Keypair;
 use crate::net::{
     Multiaddr, Net, NetConfig, NetEvent, NetHandle, PeerId, ScInbound, ScInboundKind, peer_id_of,
@@ -443,20 +444,6 @@ fn parse_report(line: &str) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// The receiver process, killed (and reaped) if the suite gives up on it.
-struct ChildGuard(Option<Child>);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take()
-            && let Ok(None) = child.try_wait()
-        {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// The receiver process and its reports.
 struct Receiver {
     pid: u32,
@@ -772,25 +759,6 @@ async fn sequential(
             "bytes",
         ),
     ])
-}
-
-/// `VmRSS` and `VmHWM` of `pid` (`self` for this process), in KiB.
-fn memory_kib(pid: &str) -> anyhow::Result<(u64, u64)> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-    let field = |name: &str| -> anyhow::Result<u64> {
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .ok_or_else(|| anyhow!("{path} has no {name}"))?;
-        line[name.len()..]
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .with_context(|| format!("cannot parse {line:?}"))
-    };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 /// `count` messages as fast as [`WINDOW`] allows: throughput, latency under load and, when

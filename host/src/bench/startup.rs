@@ -31,7 +31,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,7 @@ use anyhow::{Context, anyhow, bail, ensure};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Measurement;
+use super::child::{ChildGuard, memory_kib};
 use crate::bundled::INTERCOM;
 use crate::crypto::keystore::{self, KdfParams};
 use crate::crypto::{Hash32, Keypair};
@@ -504,39 +505,6 @@ fn compile() -> anyhow::Result<Vec<Measurement>> {
     ])
 }
 
-/// A child process killed (and reaped) if the suite gives up on it.
-struct ChildGuard(Option<Child>);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take()
-            && let Ok(None) = child.try_wait()
-        {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// `VmRSS` and `VmHWM` of `pid`, in KiB.
-fn memory_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-    let field = |name: &str| -> anyhow::Result<u64> {
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .ok_or_else(|| anyhow!("{path} has no {name}"))?;
-        line[name.len()..]
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .with_context(|| format!("cannot parse {line:?}"))
-    };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
-}
-
 /// One `trac run` process in `dir`: the time until it prints `Node running.`, then its memory
 /// after [`IDLE`], then after `/help` (Intercom loaded and called) and another [`IDLE`].
 struct ProcessRun {
@@ -622,7 +590,7 @@ fn process_run(exe: &Path, dir: &Path, subnet: &Hash32) -> anyhow::Result<Proces
         "`trac run` opened subnet {banner_subnet:?}, not {subnet}"
     );
     std::thread::sleep(IDLE);
-    let (rss_kib, _) = memory_kib(pid)?;
+    let (rss_kib, _) = memory_kib(&pid.to_string())?;
     // `/help` lists the app's commands: Intercom is loaded (from the disk cache) and called.
     let mut stdin = stdin.ok_or_else(|| anyhow!("no stdin pipe"))?;
     stdin
@@ -639,7 +607,7 @@ fn process_run(exe: &Path, dir: &Path, subnet: &Hash32) -> anyhow::Result<Proces
         }
     }
     std::thread::sleep(IDLE);
-    let (used_rss_kib, hwm_kib) = memory_kib(pid)?;
+    let (used_rss_kib, hwm_kib) = memory_kib(&pid.to_string())?;
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()

@@ -1819,57 +1819,35 @@ impl StartPlan {
             SubnetStart::Existing { bootstrap, origin } => (bootstrap.to_hex(), origin.clone()),
         };
         let on_off = |b: bool| if b { "on" } else { "off" }.to_string();
+        let row = |flag: &'static str, value: String| (flag, value, o(flag));
         vec![
-            (
-                "--peer-store-name",
-                config.peer_store_name.clone(),
-                o("--peer-store-name"),
-            ),
-            (
+            row("--peer-store-name", config.peer_store_name.clone()),
+            row(
                 "--peer-stores-directory",
                 config.peer_stores_dir.display().to_string(),
-                o("--peer-stores-directory"),
             ),
-            (
-                "--msb-store-name",
-                config.msb_store_name.clone(),
-                o("--msb-store-name"),
-            ),
-            (
+            row("--msb-store-name", config.msb_store_name.clone()),
+            row(
                 "--msb-stores-directory",
                 config.msb_stores_dir.display().to_string(),
-                o("--msb-stores-directory"),
             ),
-            (
-                "--subnet-channel",
-                config.subnet_channel.clone(),
-                o("--subnet-channel"),
-            ),
+            row("--subnet-channel", config.subnet_channel.clone()),
             ("--subnet-bootstrap", subnet_bootstrap, subnet_origin),
-            (
-                "--peer-dht-bootstrap",
-                list(&config.peer_dht_bootstrap),
-                o("--peer-dht-bootstrap"),
-            ),
-            (
-                "--msb-dht-bootstrap",
-                list(&config.msb_dht_bootstrap),
-                o("--msb-dht-bootstrap"),
-            ),
+            row("--peer-dht-bootstrap", list(&config.peer_dht_bootstrap)),
+            row("--msb-dht-bootstrap", list(&config.msb_dht_bootstrap)),
             ("--msb-bootstrap", msb_bootstrap, msb_origin),
             (
                 "--msb-channel",
                 self.msb_channel.clone(),
                 self.msb_channel_origin.clone(),
             ),
-            (
+            row(
                 "--msb-faucet",
                 config
                     .msb_faucet
                     .map_or("none".to_string(), |a| format!("{} TNK", format_amount(a))),
-                o("--msb-faucet"),
             ),
-            (
+            row(
                 "--listen",
                 list(
                     &config
@@ -1878,57 +1856,39 @@ impl StartPlan {
                         .map(ToString::to_string)
                         .collect::<Vec<_>>(),
                 ),
-                o("--listen"),
             ),
-            ("--mdns", on_off(config.mdns), o("--mdns")),
-            ("--contract", config.contract.to_string(), o("--contract")),
-            ("--timer", on_off(config.timer), o("--timer")),
-            ("--rpc", on_off(config.rpc.enabled), o("--rpc")),
-            ("--rpc-host", config.rpc.host.to_string(), o("--rpc-host")),
-            ("--rpc-port", config.rpc.port.to_string(), o("--rpc-port")),
-            (
-                "--api-tx-exposed",
-                on_off(config.rpc.api_tx_exposed),
-                o("--api-tx-exposed"),
-            ),
-            (
-                "--rpc-allow-origin",
-                config.rpc.allow_origin.clone(),
-                o("--rpc-allow-origin"),
-            ),
-            (
+            row("--mdns", on_off(config.mdns)),
+            row("--contract", config.contract.to_string()),
+            row("--timer", on_off(config.timer)),
+            row("--rpc", on_off(config.rpc.enabled)),
+            row("--rpc-host", config.rpc.host.to_string()),
+            row("--rpc-port", config.rpc.port.to_string()),
+            row("--api-tx-exposed", on_off(config.rpc.api_tx_exposed)),
+            row("--rpc-allow-origin", config.rpc.allow_origin.clone()),
+            row(
                 "--rpc-max-body-bytes",
                 config.rpc.max_body_bytes.to_string(),
-                o("--rpc-max-body-bytes"),
             ),
-            (
-                "--sidechannels",
-                list(&config.sidechannel.extras),
-                o("--sidechannels"),
-            ),
-            (
+            row("--sidechannels", list(&config.sidechannel.extras)),
+            row(
                 "--sidechannel-pow",
                 if config.sidechannel.pow {
                     format!("on, {} bits", config.sidechannel.pow_difficulty)
                 } else {
                     "off".to_string()
                 },
-                o("--sidechannel-pow"),
             ),
-            (
+            row(
                 "--sidechannel-max-bytes",
                 config.sidechannel.max_message_bytes.to_string(),
-                o("--sidechannel-max-bytes"),
             ),
-            (
+            row(
                 "--sidechannel-welcome-required",
                 on_off(config.sidechannel.welcome_required),
-                o("--sidechannel-welcome-required"),
             ),
-            (
+            row(
                 "--sidechannel-invite-required",
                 on_off(config.sidechannel.invite_required),
-                o("--sidechannel-invite-required"),
             ),
         ]
     }
