@@ -19,6 +19,7 @@
 //! - [`cli`]: the `trac` command line.
 
 pub mod bench;
+pub mod bridge;
 pub mod builder;
 pub mod bundled;
 pub mod cli;

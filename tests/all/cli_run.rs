@@ -758,3 +758,100 @@ fn rpc_settings_resolve_with_flag_env_default_precedence() {
         "{stderr}"
     );
 }
+
+#[test]
+fn sc_bridge_settings_token_sources_and_invalid_values() {
+    let dir = tempdir();
+    let out = dry(dir.path(), &[], &[]);
+    assert_eq!(
+        setting(&out, "--sc-bridge"),
+        "--sc-bridge              off  (default)"
+    );
+    assert!(setting(&out, "--sc-bridge-host").contains("127.0.0.1:49222"));
+    assert!(setting(&out, "--sc-bridge-token").contains("none"));
+
+    // The bridge needs a token; the error says how to give it out of process listings.
+    let outcome = run(dir.path(), &["--dry-run", "--sc-bridge"], &[]);
+    let stderr = outcome.stderr.clone();
+    outcome.failure(1);
+    assert!(
+        stderr.contains("SC-Bridge requires --sc-bridge-token (auth is mandatory)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--sc-bridge-token-file"), "{stderr}");
+
+    // Flag, then token file flag, then SC_BRIDGE_TOKEN, then SC_BRIDGE_TOKEN_FILE; the token
+    // itself is never printed.
+    let file = dir.path().join("token.txt");
+    std::fs::write(&file, "  token-from-a-file-0123456789 \n").unwrap();
+    let file_arg = file.display().to_string();
+    let out = dry(
+        dir.path(),
+        &["--sc-bridge", "--sc-bridge-token-file", &file_arg],
+        &[("SC_BRIDGE_TOKEN", "token-from-the-environment")],
+    );
+    assert!(
+        setting(&out, "--sc-bridge-token")
+            .contains("set (not shown)  (flag --sc-bridge-token-file)")
+    );
+    assert!(!out.contains("token-from-a-file"), "{out}");
+    let out = dry(
+        dir.path(),
+        &["--sc-bridge", "--sc-bridge-port=0"],
+        &[
+            ("SC_BRIDGE_TOKEN", "token-from-the-environment"),
+            ("SC_BRIDGE_TOKEN_FILE", &file_arg),
+            ("SC_BRIDGE_CLI", "1"),
+        ],
+    );
+    assert!(setting(&out, "--sc-bridge-token").contains("(env SC_BRIDGE_TOKEN)"));
+    assert!(setting(&out, "--sc-bridge-host").contains("127.0.0.1:0"));
+    assert!(setting(&out, "--sc-bridge-cli").contains("on  (env SC_BRIDGE_CLI)"));
+    let out = dry(
+        dir.path(),
+        &["--sc-bridge"],
+        &[("SC_BRIDGE_TOKEN_FILE", &file_arg)],
+    );
+    assert!(setting(&out, "--sc-bridge-token").contains("(env SC_BRIDGE_TOKEN_FILE)"));
+
+    // A short token is allowed with a warning; unreadable files and bad values fail.
+    let outcome = run(
+        dir.path(),
+        &["--dry-run", "--sc-bridge", "--sc-bridge-token", "short"],
+        &[],
+    );
+    let stderr = outcome.stderr.clone();
+    outcome.success();
+    assert!(stderr.contains("shorter than 16 characters"), "{stderr}");
+    for (args, needle) in [
+        (
+            vec![
+                "--sc-bridge",
+                "--sc-bridge-token-file",
+                "/nonexistent/token",
+            ],
+            "cannot read the token file",
+        ),
+        (
+            vec!["--sc-bridge-port", "70000"],
+            "invalid --sc-bridge-port \"70000\"",
+        ),
+        (
+            vec!["--sc-bridge-host", "localhost"],
+            "expected an IP address",
+        ),
+        (vec!["--sc-bridge-max-clients", "0"], "from 1 to 1024"),
+        (vec!["--sc-bridge-max-frame-bytes", "10"], "from 1024"),
+        (
+            vec!["--sc-bridge-allow-origin", "bad\norigin"],
+            "expected * or origins",
+        ),
+        (vec!["--sc-bridge-cli", "maybe"], "expected a boolean"),
+    ] {
+        let mut full = vec!["--dry-run"];
+        full.extend(args.iter().copied());
+        let outcome = run(dir.path(), &full, &[]);
+        let stderr = outcome.failure(1).to_string();
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}

@@ -1,4 +1,5 @@
 //! Integration tests: one binary, one module per area.
+mod bridge;
 mod cli_contract;
 mod cli_keys;
 mod cli_replay;

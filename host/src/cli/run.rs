@@ -19,8 +19,8 @@ use zeroize::Zeroizing;
 
 use super::passphrase::{PassphraseArgs, Purpose};
 use crate::node::config::{
-    BannerInfo, LoadedKey, MsbStart, RunConfig, RunFlags, ScFlags, StartPlan, SubnetStart,
-    load_or_create_keypair, render_banner,
+    BannerInfo, BridgeFlags, LoadedKey, MsbStart, RunConfig, RunFlags, ScFlags, StartPlan,
+    SubnetStart, load_or_create_keypair, render_banner,
 };
 use crate::node::runner::{Command, Node, NodeClient, NodeConfig, TIMER_EVERY};
 use crate::node::terminal::NodeExecutor;
@@ -153,6 +153,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     sidechannel: ScArgs,
+
+    #[command(flatten)]
+    bridge: BridgeFlags,
 
     #[command(flatten)]
     passphrase: PassphraseArgs,
@@ -312,6 +315,7 @@ impl RunArgs {
             rpc_allow_origin: self.rpc_allow_origin.clone(),
             rpc_max_body_bytes: self.rpc_max_body_bytes.clone(),
             sidechannel: self.sidechannel.flags(),
+            bridge: self.bridge.clone(),
         }
     }
 }
@@ -414,6 +418,7 @@ fn run_node(
         }
     }
     let rpc_settings = config.rpc.clone();
+    let bridge_settings = config.bridge.clone();
     let node_config = NodeConfig {
         plan,
         peer_key: peer.keypair,
@@ -457,7 +462,29 @@ fn run_node(
         } else {
             None
         };
+        let bridge = if bridge_settings.enabled {
+            let executor = NodeExecutor::new(commands_tx.clone(), Some(node.sidechannel().clone()));
+            let cli: crate::bridge::CliRunner = std::sync::Arc::new(move |line: &str| {
+                crate::terminal::run_line(line, &mut executor.clone())
+            });
+            let context = crate::bridge::BridgeContext {
+                sidechannel: node.sidechannel().clone(),
+                peer: banner.peer_public_key,
+                info: crate::bridge::info(&banner),
+                cli: Some(cli),
+            };
+            Some(crate::bridge::start(&bridge_settings, context).await?)
+        } else {
+            None
+        };
         print!("{}", render_banner(&banner));
+        if let Some(bridge) = &bridge {
+            println!(
+                "SC-Bridge: ws://{} (cli {})",
+                bridge.addr(),
+                if bridge_settings.cli { "on" } else { "off" }
+            );
+        }
         if let Some(rpc) = &rpc {
             println!(
                 "RPC: http://{} (transactions {})",
@@ -484,6 +511,9 @@ fn run_node(
         let ran = node.run(commands, stop).await;
         if let Some(rpc) = rpc {
             rpc.stop().await;
+        }
+        if let Some(bridge) = bridge {
+            bridge.stop().await;
         }
         ran?;
         println!("Node stopped.");

@@ -73,6 +73,24 @@
 //! | `--sidechannel-welcome` | `SIDECHANNEL_WELCOME` | none | CSV of `channel:<welcome>` (base64 or `@file`) |
 //! | `--sidechannel-welcome-required` | `SIDECHANNEL_WELCOME_REQUIRED` | on | non-entry channels need their owner's welcome |
 //!
+//! SC-Bridge ([`crate::bridge::Settings`]; docs/bridge.md):
+//!
+//! | Flag | Environment | Default | Meaning |
+//! |---|---|---|---|
+//! | `--sc-bridge` | `SC_BRIDGE` | off | the WebSocket bridge for agents |
+//! | `--sc-bridge-host` | `SC_BRIDGE_HOST` | `127.0.0.1` | its IP address |
+//! | `--sc-bridge-port` | `SC_BRIDGE_PORT` | `49222` | its port (0: any free port) |
+//! | `--sc-bridge-token` | `SC_BRIDGE_TOKEN` | none (required with the bridge) | the clients' token |
+//! | `--sc-bridge-token-file` | `SC_BRIDGE_TOKEN_FILE` | none | a file holding the token |
+//! | `--sc-bridge-cli` | `SC_BRIDGE_CLI` | off | `cli` messages run terminal commands |
+//! | `--sc-bridge-filter` | `SC_BRIDGE_FILTER` | empty | every client's initial word filter |
+//! | `--sc-bridge-filter-channel` | `SC_BRIDGE_FILTER_CHANNEL` | none (all) | channels the filters apply to |
+//! | `--sc-bridge-debug` | `SC_BRIDGE_DEBUG` | off | log every bridge message |
+//! | `--sc-bridge-allow-origin` | `SC_BRIDGE_ALLOW_ORIGIN` | none | browser origins allowed (CSV or `*`) |
+//! | `--sc-bridge-max-clients` | `SC_BRIDGE_MAX_CLIENTS` | `16` | clients at once (1–1024) |
+//! | `--sc-bridge-max-frame-bytes` | `SC_BRIDGE_MAX_FRAME_BYTES` | `1048576` | largest client frame (1 KiB–64 MiB) |
+//! | `--sc-bridge-client-queue-bytes` | `SC_BRIDGE_CLIENT_QUEUE_BYTES` | `4194304` | bytes queued per client (64 KiB–1 GiB) |
+//!
 //! The keystore passphrase (`--passphrase`, `--passphrase-file`, `TRAC_PASSPHRASE`,
 //! `TRAC_PASSPHRASE_FILE`) is resolved by the command line as for `trac keys`; without one the
 //! keystores are created unencrypted.
@@ -172,6 +190,87 @@ pub struct RunFlags {
     pub rpc_max_body_bytes: Option<String>,
     /// The sidechannel flags.
     pub sidechannel: ScFlags,
+    /// The SC-Bridge flags.
+    pub bridge: BridgeFlags,
+}
+
+/// The SC-Bridge flags as given (each `None` when absent); `trac run` parses them directly.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+#[command(next_help_heading = "SC-Bridge (WebSocket JSON for agents)")]
+pub struct BridgeFlags {
+    /// The SC-Bridge: 1/true/yes/on or 0/false/no/off; bare = on [env: SC_BRIDGE] [default:
+    /// off].
+    #[arg(id = "sc_bridge", long = "sc-bridge", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub enabled: Option<String>,
+    /// The bridge's IP address [env: SC_BRIDGE_HOST] [default: 127.0.0.1].
+    #[arg(id = "sc_bridge_host", long = "sc-bridge-host", value_name = "IP")]
+    pub host: Option<String>,
+    /// The bridge's port, 0 for any free one [env: SC_BRIDGE_PORT] [default: 49222].
+    #[arg(id = "sc_bridge_port", long = "sc-bridge-port", value_name = "PORT")]
+    pub port: Option<String>,
+    /// The token clients authenticate with (visible in process listings: prefer
+    /// --sc-bridge-token-file or the variable) [env: SC_BRIDGE_TOKEN].
+    #[arg(id = "sc_bridge_token", long = "sc-bridge-token", value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// A file holding the token (surrounding whitespace ignored) [env: SC_BRIDGE_TOKEN_FILE].
+    #[arg(
+        id = "sc_bridge_token_file",
+        long = "sc-bridge-token-file",
+        value_name = "FILE"
+    )]
+    pub token_file: Option<String>,
+    /// Let clients run terminal commands with `cli` messages; bare = on [env: SC_BRIDGE_CLI]
+    /// [default: off].
+    #[arg(id = "sc_bridge_cli", long = "sc-bridge-cli", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub cli: Option<String>,
+    /// Every client's word filter until it sets its own [env: SC_BRIDGE_FILTER].
+    #[arg(
+        id = "sc_bridge_filter",
+        long = "sc-bridge-filter",
+        value_name = "FILTER"
+    )]
+    pub filter: Option<String>,
+    /// Channels the filters apply to, comma-separated (others always pass) [env:
+    /// SC_BRIDGE_FILTER_CHANNEL].
+    #[arg(
+        id = "sc_bridge_filter_channel",
+        long = "sc-bridge-filter-channel",
+        value_name = "LIST"
+    )]
+    pub filter_channels: Option<String>,
+    /// Log every bridge message and decision; bare = on [env: SC_BRIDGE_DEBUG] [default: off].
+    #[arg(id = "sc_bridge_debug", long = "sc-bridge-debug", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub debug: Option<String>,
+    /// Browser origins allowed to connect, comma-separated, or * [env: SC_BRIDGE_ALLOW_ORIGIN]
+    /// [default: none: requests with an Origin header are refused].
+    #[arg(
+        id = "sc_bridge_allow_origin",
+        long = "sc-bridge-allow-origin",
+        value_name = "LIST"
+    )]
+    pub allow_origins: Option<String>,
+    /// Most clients connected at once [env: SC_BRIDGE_MAX_CLIENTS] [default: 16].
+    #[arg(
+        id = "sc_bridge_max_clients",
+        long = "sc-bridge-max-clients",
+        value_name = "N"
+    )]
+    pub max_clients: Option<String>,
+    /// Largest frame a client may send [env: SC_BRIDGE_MAX_FRAME_BYTES] [default: 1048576].
+    #[arg(
+        id = "sc_bridge_max_frame_bytes",
+        long = "sc-bridge-max-frame-bytes",
+        value_name = "BYTES"
+    )]
+    pub max_frame_bytes: Option<String>,
+    /// Bytes of messages queued for one client before events are dropped [env:
+    /// SC_BRIDGE_CLIENT_QUEUE_BYTES] [default: 4194304].
+    #[arg(
+        id = "sc_bridge_client_queue_bytes",
+        long = "sc-bridge-client-queue-bytes",
+        value_name = "BYTES"
+    )]
+    pub client_queue_bytes: Option<String>,
 }
 
 /// The sidechannel flags as given (each `None` when absent).
@@ -297,6 +396,11 @@ pub enum ConfigError {
         /// What is wrong and what is expected.
         reason: String,
     },
+    /// `--sc-bridge` without a token.
+    #[error(
+        "SC-Bridge requires --sc-bridge-token (auth is mandatory); --sc-bridge-token-file, SC_BRIDGE_TOKEN or SC_BRIDGE_TOKEN_FILE keep it out of process listings"
+    )]
+    BridgeTokenMissing,
     /// An environment variable that is not valid UTF-8.
     #[error("environment variable {var} (for {setting}) is not valid UTF-8")]
     NotUnicode {
@@ -459,6 +563,8 @@ pub struct RunConfig {
     pub rpc: RpcSettings,
     /// Sidechannels.
     pub sidechannel: crate::sidechannel::Settings,
+    /// The SC-Bridge.
+    pub bridge: crate::bridge::Settings,
     /// Where each setting came from, by flag name (`--mdns`).
     pub origins: BTreeMap<&'static str, Origin>,
     /// Non-fatal remarks about the configuration (to print as warnings).
@@ -521,7 +627,8 @@ impl Raw {
 
 impl RunConfig {
     /// Validates the command-line values and the environment (`env` reads one variable; pass
-    /// `|k| std::env::var_os(k)` for the process environment). Reads no file.
+    /// `|k| std::env::var_os(k)` for the process environment). Reads no file but the
+    /// SC-Bridge token file, when one is given.
     pub fn resolve(
         flags: &RunFlags,
         env: impl Fn(&str) -> Option<OsString>,
@@ -728,6 +835,7 @@ impl RunConfig {
 
         let rpc = rpc_settings(flags, &lookup, &mut origins, &mut warnings)?;
         let sidechannel = sidechannel_settings(&flags.sidechannel, &lookup, &mut origins)?;
+        let bridge = bridge_settings(&flags.bridge, &lookup, &mut origins, &mut warnings)?;
 
         Ok(RunConfig {
             peer_store_name,
@@ -747,6 +855,7 @@ impl RunConfig {
             timer,
             rpc,
             sidechannel,
+            bridge,
             origins,
             warnings,
         })
@@ -1069,6 +1178,156 @@ fn sidechannel_settings(
         reason: e.to_string(),
     })?;
     Ok(settings)
+}
+
+/// The SC-Bridge settings (`--sc-bridge*`): a running bridge needs a token (flag, then token
+/// file flag, then `SC_BRIDGE_TOKEN`, then `SC_BRIDGE_TOKEN_FILE`).
+fn bridge_settings(
+    flags: &BridgeFlags,
+    lookup: &Lookup<'_>,
+    origins: &mut BTreeMap<&'static str, Origin>,
+    warnings: &mut Vec<String>,
+) -> Result<crate::bridge::Settings, ConfigError> {
+    use crate::bridge::{
+        DEFAULT_CLIENT_QUEUE_BYTES, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_FRAME_BYTES, DEFAULT_PORT,
+    };
+    let mut r = ScReader { lookup, origins };
+    let enabled = r.boolean("--sc-bridge", &flags.enabled, "SC_BRIDGE", false)?;
+    let host = match r.raw("--sc-bridge-host", &flags.host, "SC_BRIDGE_HOST")? {
+        Some(raw) => raw.value.trim().parse::<IpAddr>().map_err(|_| {
+            raw.invalid(
+                "--sc-bridge-host",
+                "expected an IP address like 127.0.0.1 or ::1",
+            )
+        })?,
+        None => IpAddr::from([127, 0, 0, 1]),
+    };
+    let port = r.integer(
+        "--sc-bridge-port",
+        &flags.port,
+        "SC_BRIDGE_PORT",
+        u64::from(DEFAULT_PORT),
+        0..=65_535,
+    )? as u16;
+    let token = bridge_token(flags, &mut r)?;
+    let cli = r.boolean("--sc-bridge-cli", &flags.cli, "SC_BRIDGE_CLI", false)?;
+    let filter = r
+        .raw("--sc-bridge-filter", &flags.filter, "SC_BRIDGE_FILTER")?
+        .map(|raw| raw.value.trim().to_string())
+        .unwrap_or_default();
+    let filter_channels = r.list(
+        "--sc-bridge-filter-channel",
+        &flags.filter_channels,
+        "SC_BRIDGE_FILTER_CHANNEL",
+    )?;
+    let debug = r.boolean("--sc-bridge-debug", &flags.debug, "SC_BRIDGE_DEBUG", false)?;
+    let allow_origins = match r.raw(
+        "--sc-bridge-allow-origin",
+        &flags.allow_origins,
+        "SC_BRIDGE_ALLOW_ORIGIN",
+    )? {
+        Some(raw) => csv(&raw.value)
+            .map(|origin| {
+                if origin == "*" || axum::http::HeaderValue::from_str(origin).is_ok() {
+                    Ok(origin.to_string())
+                } else {
+                    Err(raw.invalid(
+                        "--sc-bridge-allow-origin",
+                        "expected * or origins like http://localhost:3000",
+                    ))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
+    let max_clients = r.integer(
+        "--sc-bridge-max-clients",
+        &flags.max_clients,
+        "SC_BRIDGE_MAX_CLIENTS",
+        DEFAULT_MAX_CLIENTS as u64,
+        1..=1024,
+    )? as usize;
+    let max_frame_bytes = r.integer(
+        "--sc-bridge-max-frame-bytes",
+        &flags.max_frame_bytes,
+        "SC_BRIDGE_MAX_FRAME_BYTES",
+        DEFAULT_MAX_FRAME_BYTES as u64,
+        1024..=(64 << 20),
+    )? as usize;
+    let client_queue_bytes = r.integer(
+        "--sc-bridge-client-queue-bytes",
+        &flags.client_queue_bytes,
+        "SC_BRIDGE_CLIENT_QUEUE_BYTES",
+        DEFAULT_CLIENT_QUEUE_BYTES as u64,
+        (64 << 10)..=(1 << 30),
+    )? as usize;
+    if enabled && token.is_none() {
+        return Err(ConfigError::BridgeTokenMissing);
+    }
+    if enabled && token.as_ref().is_some_and(|t| t.chars().count() < 16) {
+        warnings.push(
+            "the SC-Bridge token is shorter than 16 characters: use a long random token"
+                .to_string(),
+        );
+    }
+    if !enabled && (token.is_some() || cli) {
+        warnings.push(
+            "--sc-bridge-token and --sc-bridge-cli have no effect without --sc-bridge".to_string(),
+        );
+    }
+    Ok(crate::bridge::Settings {
+        enabled,
+        host,
+        port,
+        token,
+        cli,
+        filter,
+        filter_channels,
+        debug,
+        allow_origins,
+        max_clients,
+        max_frame_bytes,
+        client_queue_bytes,
+    })
+}
+
+/// The bridge token: `--sc-bridge-token`, `--sc-bridge-token-file`, `SC_BRIDGE_TOKEN`,
+/// `SC_BRIDGE_TOKEN_FILE`, the first given.
+fn bridge_token(
+    flags: &BridgeFlags,
+    r: &mut ScReader<'_, '_>,
+) -> Result<Option<String>, ConfigError> {
+    const SETTING: &str = "--sc-bridge-token";
+    let raw = r.lookup.first(
+        SETTING,
+        &[
+            ("--sc-bridge-token", &flags.token),
+            ("--sc-bridge-token-file", &flags.token_file),
+        ],
+        &["SC_BRIDGE_TOKEN", "SC_BRIDGE_TOKEN_FILE"],
+    )?;
+    let Some(raw) = raw else {
+        r.origins.insert(SETTING, Origin::Default);
+        return Ok(None);
+    };
+    r.origins.insert(SETTING, raw.origin.clone());
+    let from_file = matches!(
+        raw.origin,
+        Origin::Flag("--sc-bridge-token-file") | Origin::Env("SC_BRIDGE_TOKEN_FILE")
+    );
+    let token = if from_file {
+        let path = raw.value.trim();
+        std::fs::read_to_string(path)
+            .map_err(|e| raw.invalid(SETTING, format!("cannot read the token file: {e}")))?
+            .trim()
+            .to_string()
+    } else {
+        raw.value.trim().to_string()
+    };
+    if token.is_empty() {
+        return Err(raw.invalid(SETTING, "the token is empty"));
+    }
+    Ok(Some(token))
 }
 
 /// The RPC settings (`--rpc*`, `--api-tx-exposed`).
@@ -1890,6 +2149,20 @@ impl StartPlan {
                 "--sidechannel-invite-required",
                 on_off(config.sidechannel.invite_required),
             ),
+            row("--sc-bridge", on_off(config.bridge.enabled)),
+            row(
+                "--sc-bridge-host",
+                format!("{}:{}", config.bridge.host, config.bridge.port),
+            ),
+            row(
+                "--sc-bridge-token",
+                if config.bridge.token.is_some() {
+                    "set (not shown)".to_string()
+                } else {
+                    "none".to_string()
+                },
+            ),
+            row("--sc-bridge-cli", on_off(config.bridge.cli)),
         ]
     }
 }

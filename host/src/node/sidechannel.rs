@@ -4,8 +4,10 @@
 //!
 //! - Frames the engine returns go out through [`NetHandle::sidechannel_send`]; a neighbour the
 //!   engine wants gone (repeated rate-limit blocks) is disconnected.
-//! - Deliveries are printed as `[sidechannel:<channel>] <from>: <message>` unless quiet, and
-//!   published to subscribers ([`ScHandle::subscribe`]).
+//! - Deliveries are printed as `[sidechannel:<channel>] <from>: <message>` unless quiet;
+//!   deliveries, joins and leaves of channels (whoever caused them), open requests and
+//!   neighbours coming and going are published to subscribers as [`ScNotice`]s
+//!   ([`ScHandle::subscribe`]; the SC-Bridge forwards them to its clients).
 //! - The engine's persistent state (joined channels, owners, welcomes, invites, members and
 //!   channel keys) is saved in the peer store ([`STATE_FILE`]) after every command that changes
 //!   it, and reloaded at start.
@@ -26,6 +28,9 @@ use crate::sidechannel::{
 
 /// The engine's state, in the peer store folder.
 pub const STATE_FILE: &str = "sidechannels.bin";
+
+/// How many notices a subscriber may fall behind before it loses the oldest.
+pub const NOTICE_BACKLOG: usize = 4096;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -50,7 +55,40 @@ pub enum ScCommand {
 #[derive(Debug, Clone)]
 pub struct ScHandle {
     commands: mpsc::Sender<ScCommand>,
-    deliveries: broadcast::Sender<Delivery>,
+    notices: broadcast::Sender<ScNotice>,
+}
+
+/// What the service publishes to its subscribers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScNotice {
+    /// A message delivered on a joined channel (never this node's own).
+    Message(Delivery),
+    /// This node joined a channel (by the terminal, a bridge client or an accepted open
+    /// request).
+    Joined {
+        /// The channel.
+        channel: String,
+    },
+    /// This node left a channel.
+    Left {
+        /// The channel.
+        channel: String,
+    },
+    /// A neighbour asked this node to join a channel.
+    OpenRequest {
+        /// The channel the request came on.
+        via: String,
+        /// The channel to join.
+        channel: String,
+        /// Who asked.
+        from: PublicKey,
+        /// What was done.
+        outcome: OpenOutcome,
+    },
+    /// A neighbour connected (its peer key).
+    PeerConnected(PublicKey),
+    /// A neighbour disconnected.
+    PeerDisconnected(PublicKey),
 }
 
 impl std::fmt::Debug for ScCommand {
@@ -104,9 +142,10 @@ impl ScHandle {
         result.blocking_recv().map_err(|_| ScStopped)
     }
 
-    /// Every message delivered from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Delivery> {
-        self.deliveries.subscribe()
+    /// Every notice from now on (a receiver that falls more than [`NOTICE_BACKLOG`] notices
+    /// behind loses the oldest: [`broadcast::error::RecvError::Lagged`]).
+    pub fn subscribe(&self) -> broadcast::Receiver<ScNotice> {
+        self.notices.subscribe()
     }
 }
 
@@ -153,7 +192,9 @@ struct Service {
     state_file: PathBuf,
     saved: Vec<u8>,
     quiet: bool,
-    deliveries: broadcast::Sender<Delivery>,
+    notices: broadcast::Sender<ScNotice>,
+    /// The joined channels last published.
+    joined: Vec<String>,
 }
 
 /// Starts the service on the current runtime: loads the persisted state from `peer_store`
@@ -176,7 +217,8 @@ pub fn start(
     };
     let engine = Engine::new(keypair, settings.clone(), persisted);
     let (commands, receiver) = mpsc::channel(1024);
-    let (deliveries, _) = broadcast::channel(4096);
+    let (notices, _) = broadcast::channel(NOTICE_BACKLOG);
+    let joined = engine.joined_channels();
     let service = Service {
         engine,
         net,
@@ -185,13 +227,11 @@ pub fn start(
         state_file,
         saved: Vec::new(),
         quiet: settings.quiet,
-        deliveries: deliveries.clone(),
+        notices: notices.clone(),
+        joined,
     };
     tokio::spawn(service.run(receiver, inbound));
-    Ok(ScHandle {
-        commands,
-        deliveries,
-    })
+    Ok(ScHandle { commands, notices })
 }
 
 impl Service {
@@ -224,6 +264,7 @@ impl Service {
             ScCommand::Run(work) => {
                 let outbound = work(&mut self.engine, now);
                 self.send(outbound);
+                self.publish_membership();
                 self.save();
             }
         }
@@ -237,6 +278,7 @@ impl Service {
         }
         self.peers.insert(peer, key);
         self.keys.insert(key, peer);
+        let _ = self.notices.send(ScNotice::PeerConnected(key));
         let outbound = self.engine.peer_connected(key, now);
         self.send(outbound);
     }
@@ -246,6 +288,7 @@ impl Service {
         if let Some(key) = self.peers.remove(&peer) {
             self.keys.remove(&key);
             self.engine.peer_disconnected(&key);
+            let _ = self.notices.send(ScNotice::PeerDisconnected(key));
         }
     }
 
@@ -284,7 +327,7 @@ impl Service {
                     crate::terminal::sanitize(&delivery.message)
                 );
             }
-            let _ = self.deliveries.send(delivery);
+            let _ = self.notices.send(ScNotice::Message(delivery));
         }
         for event in &received.events {
             self.event(event);
@@ -298,12 +341,46 @@ impl Service {
             });
         }
         if !received.events.is_empty() {
+            self.publish_membership();
             self.save();
         }
     }
 
+    /// Publishes the channels joined and left since the last call.
+    fn publish_membership(&mut self) {
+        let now = self.engine.joined_channels();
+        if now == self.joined {
+            return;
+        }
+        for channel in self.joined.iter().filter(|c| !now.contains(c)) {
+            let _ = self.notices.send(ScNotice::Left {
+                channel: channel.clone(),
+            });
+        }
+        for channel in now.iter().filter(|c| !self.joined.contains(c)) {
+            let _ = self.notices.send(ScNotice::Joined {
+                channel: channel.clone(),
+            });
+        }
+        self.joined = now;
+    }
+
     fn event(&self, event: &ScEvent) {
         tracing::info!(?event, "sidechannel");
+        if let ScEvent::OpenRequest {
+            via,
+            channel,
+            from,
+            outcome,
+        } = event
+        {
+            let _ = self.notices.send(ScNotice::OpenRequest {
+                via: via.clone(),
+                channel: channel.clone(),
+                from: *from,
+                outcome: outcome.clone(),
+            });
+        }
         match event {
             ScEvent::Joined { channel, .. } => println!(
                 "[sidechannel] auto-joined channel: {}",

@@ -136,6 +136,10 @@ pub struct Delivery {
     pub message: String,
     /// The last relay, if relayed.
     pub relayed_by: Option<PublicKey>,
+    /// The hops the frame had left when it arrived.
+    pub ttl: u8,
+    /// The author's signature of the frame digest.
+    pub sig: crate::crypto::Signature,
     /// Always true: the author's signature of every delivered frame was verified.
     pub verified: bool,
 }
@@ -836,6 +840,17 @@ impl Engine {
     /// Whether `channel` is joined (the name is normalised first).
     pub fn is_joined(&self, channel: &str) -> bool {
         normalize_channel(channel).is_ok_and(|name| self.joined(name))
+    }
+
+    /// The names of the joined channels (the entry channel included), in name order.
+    pub fn joined_channels(&self) -> Vec<String> {
+        self.channels
+            .iter()
+            .filter(|(_, c)| c.joined)
+            .map(|(name, _)| name.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect()
     }
 
     fn joined(&self, name: &str) -> bool {

@@ -49,18 +49,30 @@ pub fn failure(message: &str) -> String {
     format!("Command failed: {}", sanitize_block(message))
 }
 
-/// Parses `line` and runs it on `executor`. Blank lines do nothing; bad input gives
-/// `Command failed: <why>` and the usage line; `/help` prints [`help_text`]; `/exit` prints
-/// `Exiting...` and sets [`Reply::exit`]. Command output is printed through
-/// [`sanitize_block`].
-pub fn dispatch<E: Executor + ?Sized>(line: &str, executor: &mut E) -> Reply {
-    let reply = |text: String| Reply { text, exit: false };
+/// What one line gave, before it is turned into printed text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The command's output (unsanitised), or why it failed (a parse error with its usage
+    /// line, or the command's failure message).
+    pub result: Result<String, String>,
+    /// `/exit` was run.
+    pub exit: bool,
+}
+
+/// Parses `line` and runs it on `executor`: the one dispatcher behind the terminal
+/// ([`dispatch`]) and the SC-Bridge's `cli` messages. Blank lines give empty output;
+/// `/help` gives [`help_text`]; `/exit` is passed on and sets [`Outcome::exit`].
+pub fn run_line<E: Executor + ?Sized>(line: &str, executor: &mut E) -> Outcome {
+    let done = |result: Result<String, String>| Outcome {
+        result,
+        exit: false,
+    };
     if line.trim().is_empty() {
-        return reply(String::new());
+        return done(Ok(String::new()));
     }
     let command = match Command::parse(line) {
         Ok(command) => command,
-        Err(error) => return reply(failure(&error.to_string())),
+        Err(error) => return done(Err(error.to_string())),
     };
     match command {
         Command::Help => {
@@ -69,19 +81,30 @@ pub fn dispatch<E: Executor + ?Sized>(line: &str, executor: &mut E) -> Reply {
                 .iter()
                 .map(|(n, u, h)| (n.as_str(), u.as_str(), h.as_str()))
                 .collect();
-            reply(help_text(&app))
+            done(Ok(help_text(&app)))
         }
-        Command::Exit => {
-            let text = match executor.execute(Command::Exit) {
-                Ok(out) if !out.is_empty() => format!("{}\nExiting...", sanitize_block(&out)),
-                Ok(_) => "Exiting...".to_string(),
-                Err(message) => format!("{}\nExiting...", failure(&message)),
-            };
-            Reply { text, exit: true }
-        }
-        command => match executor.execute(command) {
-            Ok(out) => reply(sanitize_block(&out)),
-            Err(message) => reply(failure(&message)),
+        Command::Exit => Outcome {
+            result: executor.execute(Command::Exit),
+            exit: true,
         },
+        command => done(executor.execute(command)),
+    }
+}
+
+/// Parses `line` and runs it on `executor` ([`run_line`]) and formats the reply: bad input
+/// gives `Command failed: <why>` and the usage line; `/exit` adds `Exiting...` and sets
+/// [`Reply::exit`]. Command output is printed through [`sanitize_block`].
+pub fn dispatch<E: Executor + ?Sized>(line: &str, executor: &mut E) -> Reply {
+    let outcome = run_line(line, executor);
+    let text = match (outcome.result, outcome.exit) {
+        (Ok(out), false) => sanitize_block(&out),
+        (Err(message), false) => failure(&message),
+        (Ok(out), true) if !out.is_empty() => format!("{}\nExiting...", sanitize_block(&out)),
+        (Ok(_), true) => "Exiting...".to_string(),
+        (Err(message), true) => format!("{}\nExiting...", failure(&message)),
+    };
+    Reply {
+        text,
+        exit: outcome.exit,
     }
 }

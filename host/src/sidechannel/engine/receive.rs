@@ -339,6 +339,8 @@ impl Engine {
             ts: frame.ts,
             message,
             relayed_by: frame.relayed_by,
+            ttl: frame.ttl,
+            sig: frame.sig,
             verified: true,
         });
     }
