@@ -791,3 +791,21 @@ fn a_slow_client_loses_messages_instead_of_growing_memory() {
     assert!(delivered < total, "{delivered} delivered");
     drop(b);
 }
+
+#[test]
+fn a_client_that_does_not_authenticate_is_closed() {
+    let dir = tempdir();
+    let a = start(dir.path(), &[]);
+    let (mut ws, _) = Ws::connect(&a.addr);
+    let started = Instant::now();
+    let rest = ws.until_closed();
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        rest,
+        vec![json!({"type": "error", "error": "Auth timeout."})]
+    );
+}
