@@ -270,16 +270,9 @@ impl Outbox {
         true
     }
 
-    /// Queues `text` once the queue is under its budget.
-    async fn push(&self, text: String) {
-        loop {
-            let room = self.room.notified();
-            if self.bytes.load(Ordering::SeqCst) < self.budget {
-                break;
-            }
-            room.await;
-        }
-        self.enqueue(text);
+    /// Whether the queue is under its budget.
+    fn has_room(&self) -> bool {
+        self.bytes.load(Ordering::SeqCst) < self.budget
     }
 
     /// `text` was written to the socket.
@@ -301,6 +294,9 @@ struct Client {
     lagged: u64,
     outbox: Outbox,
     outgoing: Option<mpsc::UnboundedReceiver<String>>,
+    /// The service's notices (drained even while a reply waits, so that a stalled client
+    /// never holds the service's backlog).
+    notices: broadcast::Receiver<ScNotice>,
 }
 
 /// Whether the client loop goes on.
@@ -313,6 +309,7 @@ impl Client {
     fn new(shared: Arc<Shared>, ip: IpAddr) -> Client {
         let (outbox, outgoing) = Outbox::new(shared.settings.client_queue_bytes);
         let filter = Filter::parse(&shared.settings.filter);
+        let notices = shared.context.sidechannel.subscribe();
         Client {
             shared,
             ip,
@@ -323,6 +320,7 @@ impl Client {
             lagged: 0,
             outbox,
             outgoing: Some(outgoing),
+            notices,
         }
     }
 
@@ -374,7 +372,6 @@ impl Client {
             "requiresAuth": true,
         });
         self.outbox.enqueue(hello.to_string());
-        let mut notices = self.shared.context.sidechannel.subscribe();
         let mut stop = self.shared.stop.clone();
         let deadline = tokio::time::sleep(AUTH_TIMEOUT);
         tokio::pin!(deadline);
@@ -396,13 +393,11 @@ impl Client {
                         break Some((close_code::SIZE, "Frame too large or invalid."));
                     }
                 },
-                notice = notices.recv(), if self.authed => match notice {
-                    Ok(notice) => self.notice(&notice),
-                    Err(broadcast::error::RecvError::Lagged(n)) => self.lagged += n,
-                    Err(broadcast::error::RecvError::Closed) => {
+                notice = self.notices.recv(), if self.authed => {
+                    if !self.absorb(notice) {
                         break Some((close_code::AWAY, "The node is stopping."));
                     }
-                },
+                }
                 () = &mut deadline, if !self.authed => {
                     self.reply(protocol::error(None, protocol::AUTH_TIMEOUT)).await;
                     break Some((close_code::POLICY, protocol::AUTH_TIMEOUT));
@@ -419,9 +414,34 @@ impl Client {
         let _ = writer.await;
     }
 
-    /// Queues a reply (waiting for room: a client that does not read stops being served).
-    async fn reply(&self, value: Value) {
-        self.outbox.push(value.to_string()).await;
+    /// Queues a reply once the client's queue is under its budget (a client that does not
+    /// read stops being served); notices arriving meanwhile are counted as lost.
+    async fn reply(&mut self, value: Value) {
+        loop {
+            let room = self.outbox.room.notified();
+            if self.outbox.has_room() {
+                break;
+            }
+            tokio::select! {
+                () = room => {}
+                notice = self.notices.recv(), if self.authed => {
+                    if !self.absorb(notice) {
+                        break;
+                    }
+                }
+            }
+        }
+        self.outbox.enqueue(value.to_string());
+    }
+
+    /// Takes one notice from the service; false when the service has stopped.
+    fn absorb(&mut self, notice: Result<ScNotice, broadcast::error::RecvError>) -> bool {
+        match notice {
+            Ok(notice) => self.notice(&notice),
+            Err(broadcast::error::RecvError::Lagged(n)) => self.lagged += n,
+            Err(broadcast::error::RecvError::Closed) => return false,
+        }
+        true
     }
 
     /// Forwards a notice, subject to the subscriptions and the filter.
