@@ -809,3 +809,72 @@ fn a_client_that_does_not_authenticate_is_closed() {
         vec![json!({"type": "error", "error": "Auth timeout."})]
     );
 }
+
+#[test]
+fn an_invite_only_channel_between_two_bridges() {
+    let (dir_a, dir_b) = (tempdir(), tempdir());
+    let (mut a, b) = two_peers(
+        dir_a.path(),
+        dir_b.path(),
+        &["--sidechannel-invite-channels", "vault"],
+    );
+    let mut alice = Ws::authed(&a.addr);
+    let mut bob = Ws::authed(&b.addr);
+    await_neighbours(&mut alice, 1);
+
+    // A owns "vault": its terminal signs the welcome and B's invite.
+    assert_eq!(
+        alice.error(json!({"type": "join", "channel": "vault", "owner": "abc", "id": 1})),
+        "Invalid owner (expected a 64-hex-digit key)."
+    );
+    let joined = alice.request(
+        json!({"type": "join", "channel": "vault", "owner": a.peer.to_uppercase(), "id": 1}),
+    );
+    assert_eq!(joined["role"], "member", "{joined}");
+    a.node
+        .send("/sc_welcome --channel vault --text vault-rules");
+    let welcome = a.node.expect_line("welcome_b64:");
+    a.node
+        .send(&format!("/sc_invite --channel vault --pubkey {}", b.peer));
+    let invite = a.node.expect_line("invite_b64:");
+
+    // Without the invite B can only relay; with it B is a member.
+    let relay =
+        bob.request(json!({"type": "join", "channel": "vault", "welcome": welcome, "id": 2}));
+    assert_eq!(relay["role"], "relay", "{relay}");
+    let member = bob.request(json!({"type": "join", "channel": "vault", "invite": format!("b64:{invite}"), "welcome": {"b64": welcome}, "id": 3}));
+    assert_eq!(member["role"], "member", "{member}");
+
+    // A's messages reach B's bridge decrypted, once B's key and subscription reached A.
+    let deadline = Instant::now() + WAIT;
+    let mut id = 10;
+    let got = loop {
+        id += 1;
+        let sent = alice.request(
+            json!({"type": "send", "channel": "vault", "message": {"secret": id}, "id": id}),
+        );
+        assert_eq!(sent["type"], "sent", "{sent}");
+        if sent["recipients"] == 1 {
+            let got = bob.next_where("a vault message", |v| {
+                v["type"] == "sidechannel_message" && v["channel"] == "vault"
+            });
+            break got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B never became a vault recipient"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(got["message"], json!({"secret": id}));
+    assert_eq!(got["from"], a.peer.as_str());
+    // And B's reply reaches A.
+    let sent =
+        bob.request(json!({"type": "send", "channel": "vault", "message": "thanks", "id": 500}));
+    assert_eq!(sent["type"], "sent", "{sent}");
+    let got = alice.next_where("B's reply", |v| {
+        v["type"] == "sidechannel_message" && v["channel"] == "vault"
+    });
+    assert_eq!(got["message"], "thanks");
+    assert_eq!(got["from"], b.peer.as_str());
+}

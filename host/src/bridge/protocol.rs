@@ -30,6 +30,8 @@ pub const BINARY: &str = "Binary frames are not supported.";
 pub const INVALID_INVITE: &str = "Invalid invite (expected the base64 text of /sc_invite).";
 /// `Invalid welcome (expected the base64 text of /sc_welcome).`
 pub const INVALID_WELCOME: &str = "Invalid welcome (expected the base64 text of /sc_welcome).";
+/// `Invalid owner (expected a 64-hex-digit key).`
+pub const INVALID_OWNER: &str = "Invalid owner (expected a 64-hex-digit key).";
 
 /// A client request.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,7 +71,7 @@ pub enum Request {
         /// A welcome, as given.
         welcome: Option<Value>,
     },
-    /// `join {channel, invite?, welcome?}`.
+    /// `join {channel, invite?, welcome?, owner?}`.
     Join {
         /// The channel.
         channel: String,
@@ -77,6 +79,8 @@ pub enum Request {
         invite: Option<Value>,
         /// A welcome, as given.
         welcome: Option<Value>,
+        /// The channel's owner key, as given (hex).
+        owner: Option<Value>,
     },
     /// `leave {channel}`.
     Leave {
@@ -160,6 +164,7 @@ pub fn parse(text: &str) -> Result<Parsed, &'static str> {
             channel: text_of("channel"),
             invite: optional("invite"),
             welcome: optional("welcome"),
+            owner: optional("owner"),
         },
         "leave" => Request::Leave {
             channel: text_of("channel"),
@@ -329,7 +334,8 @@ mod tests {
             Request::Join {
                 channel: "news".into(),
                 invite: None,
-                welcome: None
+                welcome: None,
+                owner: None
             }
         );
         let parsed = parse(r#"{"type":"leave","channel":42}"#).unwrap();

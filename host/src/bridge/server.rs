@@ -593,6 +593,7 @@ impl Client {
                 channel,
                 invite,
                 welcome,
+                owner,
             } => {
                 if channel.is_empty() {
                     return protocol::error(id, protocol::MISSING_CHANNEL);
@@ -601,10 +602,18 @@ impl Client {
                     Ok(blobs) => blobs,
                     Err(e) => return e,
                 };
+                let owner = match owner.map(|o| {
+                    o.as_str()
+                        .and_then(|hex| PublicKey::from_hex(&hex.trim().to_ascii_lowercase()).ok())
+                }) {
+                    None => None,
+                    Some(Some(key)) => Some(key),
+                    Some(None) => return protocol::error(id, protocol::INVALID_OWNER),
+                };
                 let name = channel.clone();
                 let joined = sc
                     .run(move |engine, now| {
-                        match engine.join(&channel, invite, welcome, None, now) {
+                        match engine.join(&channel, invite, welcome, owner, now) {
                             Ok((outcome, out)) => (Ok(outcome), out),
                             Err(e) => (Err(e), Vec::new()),
                         }
