@@ -32,6 +32,9 @@ pub const STATE_FILE: &str = "sidechannels.bin";
 /// How many notices a subscriber may fall behind before it loses the oldest.
 pub const NOTICE_BACKLOG: usize = 4096;
 
+/// Frames waiting for the network at most (beyond, new frames are dropped and logged).
+pub const OUTGOING_BACKLOG: usize = 8192;
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -187,6 +190,8 @@ pub fn parse_invite(text: &str) -> Result<Invite, String> {
 struct Service {
     engine: Engine,
     net: NetHandle,
+    /// Frames for the network, in the order the engine made them (one forwarding task).
+    outgoing: mpsc::Sender<(PeerId, Vec<u8>)>,
     peers: BTreeMap<PeerId, PublicKey>,
     keys: BTreeMap<PublicKey, PeerId>,
     state_file: PathBuf,
@@ -219,8 +224,11 @@ pub fn start(
     let (commands, receiver) = mpsc::channel(1024);
     let (notices, _) = broadcast::channel(NOTICE_BACKLOG);
     let joined = engine.joined_channels();
+    let (outgoing, frames) = mpsc::channel(OUTGOING_BACKLOG);
+    tokio::spawn(forward(net.clone(), frames));
     let service = Service {
         engine,
+        outgoing,
         net,
         peers: BTreeMap::new(),
         keys: BTreeMap::new(),
@@ -398,29 +406,22 @@ impl Service {
         }
     }
 
-    /// Queues frames for their neighbours (from a task: the network's channel may be busy).
+    /// Queues frames for their neighbours, in order, for the forwarding task (the network's
+    /// channel may be busy).
     fn send(&self, outbound: Outbound) {
-        if outbound.is_empty() {
-            return;
-        }
-        let routed: Vec<(PeerId, Vec<u8>)> = outbound
-            .into_iter()
-            .filter_map(|(key, frame)| {
-                self.keys
-                    .get(&key)
-                    .copied()
-                    .or_else(|| peer_id_of(&key).ok())
-                    .map(|peer| (peer, frame))
-            })
-            .collect();
-        let net = self.net.clone();
-        tokio::spawn(async move {
-            for (peer, frame) in routed {
-                if let Err(e) = net.sidechannel_send(peer, frame).await {
-                    tracing::debug!(%peer, "sidechannel frame not queued: {e}");
-                }
+        for (key, frame) in outbound {
+            let Some(peer) = self
+                .keys
+                .get(&key)
+                .copied()
+                .or_else(|| peer_id_of(&key).ok())
+            else {
+                continue;
+            };
+            if self.outgoing.try_send((peer, frame)).is_err() {
+                tracing::warn!(%peer, "sidechannel frame dropped: {OUTGOING_BACKLOG} frames already wait for the network");
             }
-        });
+        }
     }
 
     /// Writes the engine's persistent state when it changed.
@@ -432,6 +433,15 @@ impl Service {
         match write_atomic(&self.state_file, &bytes) {
             Ok(()) => self.saved = bytes,
             Err(e) => tracing::warn!("cannot save the sidechannel state: {e}"),
+        }
+    }
+}
+
+/// Hands the service's frames to the network one by one, keeping their order.
+async fn forward(net: NetHandle, mut frames: mpsc::Receiver<(PeerId, Vec<u8>)>) {
+    while let Some((peer, frame)) = frames.recv().await {
+        if let Err(e) = net.sidechannel_send(peer, frame).await {
+            tracing::debug!(%peer, "sidechannel frame not queued: {e}");
         }
     }
 }
