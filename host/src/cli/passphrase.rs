@@ -19,6 +19,7 @@ const PASSPHRASE_FILE_ENV: &str = "TRAC_PASSPHRASE_FILE";
 /// wins over either variable (clap would treat `TRAC_PASSPHRASE` plus `--passphrase-file` as
 /// a conflict, and could not tell a flag from a variable).
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Keystore")]
 pub struct PassphraseArgs {
     /// Keystore passphrase (default: $TRAC_PASSPHRASE). An empty value stores the key
     /// unencrypted (with a warning).
