@@ -586,55 +586,19 @@ impl Client {
                 message,
                 invite,
                 welcome,
-            } => match self.send(id, channel, message, invite, welcome).await {
-                Ok(value) | Err(value) => value,
-            },
+            } => self
+                .send(id, channel, message, invite, welcome)
+                .await
+                .unwrap_or_else(|e| e),
             Request::Join {
                 channel,
                 invite,
                 welcome,
                 owner,
-            } => {
-                if channel.is_empty() {
-                    return protocol::error(id, protocol::MISSING_CHANNEL);
-                }
-                let (invite, welcome) = match blobs(id, invite, welcome) {
-                    Ok(blobs) => blobs,
-                    Err(e) => return e,
-                };
-                let owner = match owner.map(|o| {
-                    o.as_str()
-                        .and_then(|hex| PublicKey::from_hex(&hex.trim().to_ascii_lowercase()).ok())
-                }) {
-                    None => None,
-                    Some(Some(key)) => Some(key),
-                    Some(None) => return protocol::error(id, protocol::INVALID_OWNER),
-                };
-                let name = channel.clone();
-                let joined = sc
-                    .run(move |engine, now| {
-                        match engine.join(&channel, invite, welcome, owner, now) {
-                            Ok((outcome, out)) => (Ok(outcome), out),
-                            Err(e) => (Err(e), Vec::new()),
-                        }
-                    })
-                    .await;
-                match joined {
-                    Err(e) => not_ready(e),
-                    Ok(Err(e)) => protocol::error(id, &format!("Join denied: {e}.")),
-                    Ok(Ok(outcome)) => protocol::reply(
-                        "joined",
-                        id,
-                        json!({
-                            "channel": name,
-                            "role": match outcome {
-                                JoinOutcome::Member => "member",
-                                JoinOutcome::Relay => "relay",
-                            },
-                        }),
-                    ),
-                }
-            }
+            } => self
+                .join(id, channel, invite, welcome, owner)
+                .await
+                .unwrap_or_else(|e| e),
             Request::Leave { channel } => {
                 if channel.is_empty() {
                     return protocol::error(id, protocol::MISSING_CHANNEL);
@@ -663,34 +627,10 @@ impl Client {
                 via,
                 invite,
                 welcome,
-            } => {
-                if channel.is_empty() {
-                    return protocol::error(id, protocol::MISSING_CHANNEL);
-                }
-                let (invite, welcome) = match blobs(id, invite, welcome) {
-                    Ok(blobs) => blobs,
-                    Err(e) => return e,
-                };
-                let name = channel.clone();
-                let asked_via = via.clone();
-                let opened = sc
-                    .run(move |engine, now| {
-                        match engine.open(&channel, via.as_deref(), invite, welcome, now) {
-                            Ok(out) => (Ok(()), out),
-                            Err(e) => (Err(e), Vec::new()),
-                        }
-                    })
-                    .await;
-                match opened {
-                    Err(e) => not_ready(e),
-                    Ok(Ok(())) => protocol::reply(
-                        "open_requested",
-                        id,
-                        json!({ "channel": name, "via": asked_via }),
-                    ),
-                    Ok(Err(e)) => protocol::error(id, &format!("Open request denied: {e}.")),
-                }
-            }
+            } => self
+                .open(id, channel, via, invite, welcome)
+                .await
+                .unwrap_or_else(|e| e),
             Request::Stats => {
                 let stats = sc.run(|engine, _| (engine.stats(), Vec::new())).await;
                 match stats {
@@ -727,6 +667,79 @@ impl Client {
         }
     }
 
+    /// `join`: with the invite, welcome and owner given.
+    async fn join(
+        &self,
+        id: Option<i64>,
+        channel: String,
+        invite: Option<Value>,
+        welcome: Option<Value>,
+        owner: Option<Value>,
+    ) -> Result<Value, Value> {
+        let (invite, welcome) = target(id, &channel, invite, welcome)?;
+        let owner = owner
+            .map(|o| {
+                o.as_str()
+                    .and_then(|hex| PublicKey::from_hex(&hex.trim().to_ascii_lowercase()).ok())
+                    .ok_or_else(|| protocol::error(id, protocol::INVALID_OWNER))
+            })
+            .transpose()?;
+        let name = channel.clone();
+        let outcome = self
+            .shared
+            .context
+            .sidechannel
+            .run(
+                move |engine, now| match engine.join(&channel, invite, welcome, owner, now) {
+                    Ok((outcome, out)) => (Ok(outcome), out),
+                    Err(e) => (Err(e), Vec::new()),
+                },
+            )
+            .await
+            .map_err(|_| protocol::error(id, protocol::NOT_READY))?
+            .map_err(|e| protocol::error(id, &format!("Join denied: {e}.")))?;
+        let role = match outcome {
+            JoinOutcome::Member => "member",
+            JoinOutcome::Relay => "relay",
+        };
+        Ok(protocol::reply(
+            "joined",
+            id,
+            json!({ "channel": name, "role": role }),
+        ))
+    }
+
+    /// `open`: asks the neighbours on `via` (default: the entry channel) to join `channel`.
+    async fn open(
+        &self,
+        id: Option<i64>,
+        channel: String,
+        via: Option<String>,
+        invite: Option<Value>,
+        welcome: Option<Value>,
+    ) -> Result<Value, Value> {
+        let (invite, welcome) = target(id, &channel, invite, welcome)?;
+        let name = channel.clone();
+        let asked_via = via.clone();
+        self.shared
+            .context
+            .sidechannel
+            .run(move |engine, now| {
+                match engine.open(&channel, via.as_deref(), invite, welcome, now) {
+                    Ok(out) => (Ok(()), out),
+                    Err(e) => (Err(e), Vec::new()),
+                }
+            })
+            .await
+            .map_err(|_| protocol::error(id, protocol::NOT_READY))?
+            .map_err(|e| protocol::error(id, &format!("Open request denied: {e}.")))?;
+        Ok(protocol::reply(
+            "open_requested",
+            id,
+            json!({ "channel": name, "via": asked_via }),
+        ))
+    }
+
     /// `send`: joins when needed (with the invite or welcome given), signs, solves the proof
     /// of work off the service's task, and fans out.
     async fn send(
@@ -737,10 +750,7 @@ impl Client {
         invite: Option<Value>,
         welcome: Option<Value>,
     ) -> Result<Value, Value> {
-        if channel.is_empty() {
-            return Err(protocol::error(id, protocol::MISSING_CHANNEL));
-        }
-        let (invite, welcome) = blobs(id, invite, welcome)?;
+        let (invite, welcome) = target(id, &channel, invite, welcome)?;
         let sc = &self.shared.context.sidechannel;
         let not_ready = |_: ScStopped| protocol::error(id, protocol::NOT_READY);
         let denied = |e: ScError| protocol::error(id, &format!("Send denied: {e}."));
@@ -849,6 +859,20 @@ fn cli_result(id: Option<i64>, command: &str, result: Result<String, String>) ->
             }),
         ),
     }
+}
+
+/// Checks a request's channel (`Missing channel.`) and decodes its invite and welcome.
+#[allow(clippy::result_large_err)]
+fn target(
+    id: Option<i64>,
+    channel: &str,
+    invite: Option<Value>,
+    welcome: Option<Value>,
+) -> Result<(Option<Invite>, Option<Welcome>), Value> {
+    if channel.is_empty() {
+        return Err(protocol::error(id, protocol::MISSING_CHANNEL));
+    }
+    blobs(id, invite, welcome)
 }
 
 /// Decodes the invite and welcome of a request.
