@@ -605,10 +605,7 @@ impl Client {
                 }
                 let name = channel.clone();
                 let left = sc
-                    .run(move |engine, now| match engine.leave(&channel, now) {
-                        Ok(out) => (Ok(()), out),
-                        Err(e) => (Err(e), Vec::new()),
-                    })
+                    .attempt(move |engine, now| engine.leave(&channel, now).map(|out| ((), out)))
                     .await;
                 self.channels.remove(&name);
                 match left {
@@ -689,12 +686,7 @@ impl Client {
             .shared
             .context
             .sidechannel
-            .run(
-                move |engine, now| match engine.join(&channel, invite, welcome, owner, now) {
-                    Ok((outcome, out)) => (Ok(outcome), out),
-                    Err(e) => (Err(e), Vec::new()),
-                },
-            )
+            .attempt(move |engine, now| engine.join(&channel, invite, welcome, owner, now))
             .await
             .map_err(|_| protocol::error(id, protocol::NOT_READY))?
             .map_err(|e| protocol::error(id, &format!("Join denied: {e}.")))?;
@@ -724,11 +716,10 @@ impl Client {
         self.shared
             .context
             .sidechannel
-            .run(move |engine, now| {
-                match engine.open(&channel, via.as_deref(), invite, welcome, now) {
-                    Ok(out) => (Ok(()), out),
-                    Err(e) => (Err(e), Vec::new()),
-                }
+            .attempt(move |engine, now| {
+                engine
+                    .open(&channel, via.as_deref(), invite, welcome, now)
+                    .map(|out| ((), out))
             })
             .await
             .map_err(|_| protocol::error(id, protocol::NOT_READY))?
@@ -759,26 +750,22 @@ impl Client {
         let pending = sc
             .run(move |engine, now| {
                 let mut out = Vec::new();
+                let mut invite = invite;
                 // A welcome is offered by joining with it (and the invite, if any).
-                let invite = match welcome {
-                    Some(welcome) => {
-                        match engine.join(&channel, invite, Some(welcome), None, now) {
-                            Ok((_, joined)) => {
-                                out = joined;
-                                None
-                            }
-                            Err(e) => return (Err(e), out),
-                        }
+                if let Some(welcome) = welcome {
+                    match engine.join(&channel, invite.take(), Some(welcome), None, now) {
+                        Ok((_, joined)) => out = joined,
+                        Err(e) => return (Err(e), out),
                     }
-                    None => invite,
-                };
-                match engine.prepare_send(&channel, &json, invite, now) {
-                    Ok((pending, more)) => {
-                        out.extend(more);
-                        (Ok(pending), out)
-                    }
-                    Err(e) => (Err(e), out),
                 }
+                let prepared =
+                    engine
+                        .prepare_send(&channel, &json, invite, now)
+                        .map(|(pending, more)| {
+                            out.extend(more);
+                            pending
+                        });
+                (prepared, out)
             })
             .await
             .map_err(not_ready)?
@@ -787,12 +774,11 @@ impl Client {
             .await
             .map_err(|_| protocol::error(id, protocol::NOT_READY))?;
         let (frame, recipients) = sc
-            .run(move |engine, _| match engine.finish_send(solved) {
-                Ok((frame, out)) => {
+            .attempt(move |engine, _| {
+                engine.finish_send(solved).map(|(frame, out)| {
                     let n = out.len();
-                    (Ok((frame, n)), out)
-                }
-                Err(e) => (Err(e), Vec::new()),
+                    ((frame, n), out)
+                })
             })
             .await
             .map_err(not_ready)?

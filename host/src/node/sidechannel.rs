@@ -145,10 +145,35 @@ impl ScHandle {
         result.blocking_recv().map_err(|_| ScStopped)
     }
 
+    /// Runs fallible `work` on the engine: its frames are sent when it succeeds, and its
+    /// error comes back as the inner `Err`.
+    pub async fn attempt<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Engine, u64) -> Result<(T, Outbound), ScError> + Send + 'static,
+    ) -> Result<Result<T, ScError>, ScStopped> {
+        self.run(move |engine, now| split(work(engine, now))).await
+    }
+
+    /// [`ScHandle::attempt`] from a thread outside the runtime (the terminal).
+    pub fn attempt_blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Engine, u64) -> Result<(T, Outbound), ScError> + Send + 'static,
+    ) -> Result<Result<T, ScError>, ScStopped> {
+        self.run_blocking(move |engine, now| split(work(engine, now)))
+    }
+
     /// Every notice from now on (a receiver that falls more than [`NOTICE_BACKLOG`] notices
     /// behind loses the oldest: [`broadcast::error::RecvError::Lagged`]).
     pub fn subscribe(&self) -> broadcast::Receiver<ScNotice> {
         self.notices.subscribe()
+    }
+}
+
+/// A fallible engine call's result and the frames to send (none on failure).
+fn split<T>(result: Result<(T, Outbound), ScError>) -> (Result<T, ScError>, Outbound) {
+    match result {
+        Ok((value, out)) => (Ok(value), out),
+        Err(e) => (Err(e), Vec::new()),
     }
 }
 
@@ -461,11 +486,8 @@ pub fn terminal(handle: &ScHandle, command: crate::terminal::Command) -> Result<
             let welcome = welcome.as_deref().map(parse_welcome).transpose()?;
             let name = channel.clone();
             let outcome = handle
-                .run_blocking(move |engine, now| {
-                    match engine.join(&channel, invite, welcome, owner, now) {
-                        Ok((outcome, outbound)) => (Ok(outcome), outbound),
-                        Err(e) => (Err(e), Vec::new()),
-                    }
+                .attempt_blocking(move |engine, now| {
+                    engine.join(&channel, invite, welcome, owner, now)
                 })
                 .map_err(stopped)?;
             match outcome {
@@ -484,12 +506,11 @@ pub fn terminal(handle: &ScHandle, command: crate::terminal::Command) -> Result<
             let invite = invite.as_deref().map(parse_invite).transpose()?;
             let json = serde_json::to_string(&message).map_err(|e| e.to_string())?;
             let outcome = handle
-                .run_blocking(
-                    move |engine, now| match engine.send(&channel, &json, invite, now) {
-                        Ok((_, outbound)) => (Ok(()), outbound),
-                        Err(e) => (Err(e), Vec::new()),
-                    },
-                )
+                .attempt_blocking(move |engine, now| {
+                    engine
+                        .send(&channel, &json, invite, now)
+                        .map(|(_, out)| ((), out))
+                })
                 .map_err(stopped)?;
             outcome
                 .map(|()| String::new())
@@ -505,11 +526,10 @@ pub fn terminal(handle: &ScHandle, command: crate::terminal::Command) -> Result<
             let welcome = welcome.as_deref().map(parse_welcome).transpose()?;
             let name = channel.clone();
             let outcome = handle
-                .run_blocking(move |engine, now| {
-                    match engine.open(&channel, via.as_deref(), invite, welcome, now) {
-                        Ok(outbound) => (Ok(()), outbound),
-                        Err(e) => (Err(e), Vec::new()),
-                    }
+                .attempt_blocking(move |engine, now| {
+                    engine
+                        .open(&channel, via.as_deref(), invite, welcome, now)
+                        .map(|out| ((), out))
                 })
                 .map_err(stopped)?;
             outcome
@@ -538,12 +558,9 @@ pub fn terminal(handle: &ScHandle, command: crate::terminal::Command) -> Result<
         }
         C::ScRevoke { channel, pubkey } => {
             let outcome = handle
-                .run_blocking(
-                    move |engine, now| match engine.revoke(&channel, pubkey, now) {
-                        Ok(outbound) => (Ok(()), outbound),
-                        Err(e) => (Err(e), Vec::new()),
-                    },
-                )
+                .attempt_blocking(move |engine, now| {
+                    engine.revoke(&channel, pubkey, now).map(|out| ((), out))
+                })
                 .map_err(stopped)?;
             outcome
                 .map(|()| format!("Revoked {pubkey}: the channel key rotated."))
@@ -551,12 +568,7 @@ pub fn terminal(handle: &ScHandle, command: crate::terminal::Command) -> Result<
         }
         C::ScWelcome { channel, text } => {
             let outcome = handle
-                .run_blocking(
-                    move |engine, now| match engine.welcome(&channel, &text, None, now) {
-                        Ok((welcome, outbound)) => (Ok(welcome), outbound),
-                        Err(e) => (Err(e), Vec::new()),
-                    },
-                )
+                .attempt_blocking(move |engine, now| engine.welcome(&channel, &text, None, now))
                 .map_err(stopped)?;
             let welcome = outcome.map_err(|e| e.to_string())?;
             Ok(format!("welcome_b64: {}", welcome.to_base64()))
@@ -564,9 +576,8 @@ pub fn terminal(handle: &ScHandle, command: crate::terminal::Command) -> Result<
         C::ScLeave { channel } => {
             let name = channel.clone();
             let outcome = handle
-                .run_blocking(move |engine, now| match engine.leave(&channel, now) {
-                    Ok(outbound) => (Ok(()), outbound),
-                    Err(e) => (Err(e), Vec::new()),
+                .attempt_blocking(move |engine, now| {
+                    engine.leave(&channel, now).map(|out| ((), out))
                 })
                 .map_err(stopped)?;
             outcome
