@@ -817,6 +817,70 @@ fn pipelined_checkpoints_finalise_in_order() {
     }
 }
 
+/// A ledger that applies checkpoints on its applier thread ends where one applying them in
+/// place does, also when an earlier pending checkpoint becomes final while the next one is
+/// being applied, and it proposes nothing and reports the older height meanwhile.
+#[test]
+fn checkpoints_applied_in_the_background_end_where_applied_in_place() {
+    let (ka, kb, kc, ko) = (key(1), key(2), key(3), key(9));
+    let mut a = node(&ka, &ka);
+    let mut b = node(&kb, &ka);
+    let mut o = node(&ko, &ka);
+    let (done, applied) = std::sync::mpsc::channel();
+    o.ledger
+        .apply_in_background(move || {
+            let _ = done.send(());
+        })
+        .unwrap();
+    // Waits for the applier until `o` has verified `height`, concluding what it applied.
+    let wait = |o: &mut Node, height: u64| {
+        while o.latest_height() < height {
+            applied
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .expect("the applier reports");
+            assert!(acks(&o.ledger.take_applied().unwrap()).is_empty());
+        }
+    };
+    let first = install_indexers(&mut a, &[&ka, &kb, &kc]);
+    b.feed(&first);
+    o.feed(&first);
+    assert!(o.ledger.catching_up() || o.latest_height() == 1);
+    wait(&mut o, 1);
+    assert_eq!(o.final_height(), 1);
+    let mut stream = Vec::new();
+    for h in 2..=4u64 {
+        stream.extend(put_and_propose(
+            &mut a,
+            vec![put("k", &h.to_string()), put(&format!("at/{h}"), "x")],
+            h * 1_000,
+        ));
+    }
+    let from_b = b.feed(&stream);
+    assert_eq!(b.final_height(), 4);
+    o.feed(&stream);
+    // Checkpoint 2 is being applied (or done, not concluded): nothing moved yet.
+    assert_eq!(o.latest_height(), 1);
+    assert!(o.ledger.catching_up());
+    assert!(o.ledger.propose(9_000).unwrap().is_empty());
+    wait(&mut o, 2);
+    // 3 builds on pending 2; 2 becomes final while 3 may still be applied.
+    o.feed(&[Message::Ack(ack_of(&from_b, &kb, 2))]);
+    assert_eq!(o.final_height(), 2);
+    wait(&mut o, 4);
+    o.feed(&[
+        Message::Ack(ack_of(&from_b, &kb, 4)),
+        Message::Ack(ack_of(&from_b, &kb, 3)),
+    ]);
+    assert_eq!((o.final_height(), o.latest_height()), (4, 4));
+    assert!(!o.ledger.catching_up());
+    assert_eq!(o.ledger.status().final_root, b.ledger.status().final_root);
+    assert_eq!(o.get(true, "app/k"), Some(b"4".to_vec()));
+    assert_eq!(o.get(true, "app/at/3"), Some(b"x".to_vec()));
+    for h in 1..=4 {
+        assert_eq!(o.ledger.receipts(h).unwrap(), b.ledger.receipts(h).unwrap());
+    }
+}
+
 /// Regression: a pending checkpoint's state is kept as writes over the final state; verifying
 /// the next checkpoint after only some pending ones became final must still start from the
 /// right state (a key added in 2 and removed in 3 must stay removed for 5 once 2 is final).

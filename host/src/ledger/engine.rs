@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::applier::{Applier, Job};
 use super::checkpoint::{Ack, Checkpoint, CheckpointBody, LogFrontier};
 use super::entry::{EntryRef, LogEntry};
 use super::{
@@ -111,7 +112,7 @@ struct Pending {
 }
 
 /// The result of applying a batch of entries on top of some state.
-struct Applied {
+pub(super) struct Applied {
     diff: Diff,
     writes: Diff,
     root: Hash32,
@@ -119,6 +120,15 @@ struct Applied {
     position: u64,
     skipped: u64,
     indexers_after: Vec<PublicKey>,
+}
+
+/// A checkpoint whose entries the applier thread is applying.
+struct InFlight {
+    checkpoint: Checkpoint,
+    /// The indexer set in force before it.
+    indexers: Vec<PublicKey>,
+    /// Pending checkpoints when it was handed over (earlier ones may become final meanwhile).
+    pending_before: usize,
 }
 
 /// The tables of a ledger in its store.
@@ -172,7 +182,7 @@ fn height_key(height: u64, suffix: &[u8]) -> Vec<u8> {
 /// A ledger over one store, for one network (MSB network id or subnet id).
 pub struct Ledger<M: StateMachine> {
     store: Arc<Store>,
-    machine: M,
+    machine: Arc<M>,
     network: Hash32,
     keypair: Option<Keypair>,
     limits: LedgerLimits,
@@ -190,6 +200,11 @@ pub struct Ledger<M: StateMachine> {
     divergence: Option<Divergence>,
     unconfirmed: Option<Diff>,
     entry_count: u64,
+    /// The thread that applies verified checkpoints' entries, when the owner asked for one
+    /// ([`Ledger::apply_in_background`]); otherwise they are applied on the caller's thread.
+    applier: Option<Applier>,
+    /// The checkpoint being applied there (at most one: each builds on the one before).
+    in_flight: Option<InFlight>,
 }
 
 impl<M: StateMachine> Ledger<M> {
@@ -246,7 +261,7 @@ impl<M: StateMachine> Ledger<M> {
         };
         let mut ledger = Ledger {
             store,
-            machine,
+            machine: Arc::new(machine),
             network,
             keypair,
             limits,
@@ -262,6 +277,8 @@ impl<M: StateMachine> Ledger<M> {
             divergence,
             unconfirmed: None,
             entry_count,
+            applier: None,
+            in_flight: None,
         };
         // Checkpoints and acks stored while not final are verified again.
         let read = ledger.store.read()?;
@@ -313,6 +330,57 @@ impl<M: StateMachine> Ledger<M> {
             skipped: self.final_info.skipped,
             divergence: self.divergence.clone(),
         }
+    }
+
+    /// Whether the next checkpoint is known but not verified yet (its entries are still
+    /// arriving, or they are being applied): the ledger is catching up, its views are behind.
+    pub fn catching_up(&self) -> bool {
+        self.in_flight.is_some() || self.unverified.contains_key(&(self.latest_height() + 1))
+    }
+
+    /// Concludes the verification of the checkpoint the applier thread has applied, if it
+    /// is done (see [`Ledger::apply_in_background`]), and advances: the next checkpoint goes
+    /// to the applier, earlier ones become final. Returns the messages to send, as
+    /// [`Ledger::handle`] does. Nothing happens while the applier is still at work.
+    pub fn take_applied(&mut self) -> Result<Vec<Message>, LedgerError> {
+        let mut out = Vec::new();
+        while self.in_flight.is_some() {
+            let Some(result) = self.applier.as_ref().and_then(Applier::try_result) else {
+                break;
+            };
+            let Some(flight) = self.in_flight.take() else {
+                break;
+            };
+            // A failure leaves the checkpoint unverified: the next advance hands it over again.
+            let mut applied = result?;
+            if self.pending.len() != flight.pending_before {
+                // Earlier pending checkpoints became final meanwhile: the diff is rebuilt
+                // relative to the new final state, as `finalise_first` does for the others.
+                let mut diff = Diff::new();
+                for pending in &self.pending {
+                    diff.extend(pending.writes.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+                diff.extend(applied.writes.iter().map(|(k, v)| (k.clone(), v.clone())));
+                applied.diff = diff;
+            }
+            let height = flight.checkpoint.body.height;
+            match self.conclude(&flight.checkpoint, applied, flight.indexers)? {
+                Verification::Accepted(messages) => {
+                    self.unverified.remove(&height);
+                    out.extend(messages);
+                }
+                Verification::Refused => {
+                    self.unverified.remove(&height);
+                }
+                Verification::Missing(messages) => out.extend(messages),
+                Verification::Applying => {}
+            }
+            // Final first if it can be, so that the next checkpoint builds on the final state
+            // rather than on a copy of this one's writes.
+            self.finalise_ready()?;
+        }
+        out.extend(self.advance()?);
+        Ok(out)
     }
 
     /// The latest verified checkpoint (pending or final).
@@ -493,7 +561,10 @@ impl<M: StateMachine> Ledger<M> {
             from: self.final_info.height + 1,
         }];
         let mut wanted: BTreeSet<PublicKey> = self.orphans.keys().map(|(w, _)| *w).collect();
-        if let Some(next) = self.unverified.get(&(self.latest_height() + 1)) {
+        // The entries the next checkpoint includes; while that one is being applied, those of
+        // the checkpoint after it (so that they arrive meanwhile).
+        let next = self.latest_height() + 1 + u64::from(self.in_flight.is_some());
+        if let Some(next) = self.unverified.get(&next) {
             for f in &next.body.frontier {
                 if self.log_head(&f.writer).0 < f.next {
                     wanted.insert(f.writer);
@@ -691,49 +762,16 @@ impl<M: StateMachine> Ledger<M> {
         time: u64,
         position: u64,
     ) -> Result<Applied, LedgerError> {
-        let mut overlay = match base_diff {
-            Some(diff) => Overlay::with_diff(read, diff)?,
-            None => Overlay::new(read)?,
-        };
-        let mut written = BTreeSet::new();
-        let mut recorder = Recorder {
-            state: &mut overlay,
-            written: &mut written,
-        };
-        let batch = apply_entries(
-            &self.machine,
+        apply_on(
+            &*self.machine,
             &self.network,
-            &mut recorder,
+            read,
+            base_diff,
             entries,
             height,
             time,
             position,
-        )?;
-        let AppliedBatch {
-            receipts,
-            position,
-            skipped,
-        } = batch;
-        let indexers_after = self.machine.indexers(&overlay)?;
-        let mut writes = Diff::new();
-        for key in written {
-            let value = crate::store::StateView::get(&overlay, &key)?;
-            writes.insert(key, value);
-        }
-        // The diff keeps every key of `base_diff`, even one `Overlay::with_diff` dropped as
-        // equal to the final state: it is applied again once earlier pending checkpoints are
-        // final, and the final state may then differ there.
-        let mut diff = base_diff.cloned().unwrap_or_default();
-        diff.extend(writes.iter().map(|(k, v)| (k.clone(), v.clone())));
-        Ok(Applied {
-            root: overlay.root()?,
-            diff,
-            writes,
-            receipts,
-            position,
-            skipped,
-            indexers_after,
-        })
+        )
     }
 
     /// The indexer set after the latest verified checkpoint (who must sign the next one).
@@ -813,7 +851,8 @@ impl<M: StateMachine> Ledger<M> {
     /// known entry not yet included (up to the limit) at `time` (raised to the previous
     /// checkpoint's time if lower). Returns the messages to broadcast.
     pub fn propose(&mut self, time: u64) -> Result<Vec<Message>, LedgerError> {
-        if self.divergence.is_some() {
+        // While a checkpoint is being verified, the next one would build on a stale tip.
+        if self.divergence.is_some() || self.in_flight.is_some() {
             return Ok(Vec::new());
         }
         let Some(keypair) = self.keypair.clone() else {
@@ -953,8 +992,8 @@ impl<M: StateMachine> Ledger<M> {
     /// Verifies whatever checkpoints can be verified, records acks, finalises in order.
     fn advance(&mut self) -> Result<Vec<Message>, LedgerError> {
         let mut out = Vec::new();
-        // Verify the next checkpoints in height order.
-        while self.divergence.is_none() {
+        // Verify the next checkpoints in height order (one at a time on the applier thread).
+        while self.divergence.is_none() && self.in_flight.is_none() {
             let next = self.latest_height() + 1;
             let Some(checkpoint) = self.unverified.get(&next).cloned() else {
                 break;
@@ -971,6 +1010,7 @@ impl<M: StateMachine> Ledger<M> {
                 Verification::Refused => {
                     self.unverified.remove(&next);
                 }
+                Verification::Applying => break,
             }
         }
         if let Some(&first) = self.unverified.keys().next()
@@ -980,7 +1020,13 @@ impl<M: StateMachine> Ledger<M> {
                 from: self.latest_height() + 1,
             });
         }
-        // Count acks, then finalise from the bottom.
+        self.finalise_ready()?;
+        Ok(out)
+    }
+
+    /// Counts the acks of the pending checkpoints, then finalises from the bottom those with
+    /// a quorum.
+    fn finalise_ready(&mut self) -> Result<(), LedgerError> {
         for pending in &mut self.pending {
             if let Some(acks) = self.early_acks.get(&pending.checkpoint.body.height) {
                 for ack in acks {
@@ -1000,7 +1046,7 @@ impl<M: StateMachine> Ledger<M> {
         {
             self.finalise_first()?;
         }
-        Ok(out)
+        Ok(())
     }
 
     fn verify_next(&mut self, checkpoint: &Checkpoint) -> Result<Verification, LedgerError> {
@@ -1112,6 +1158,24 @@ impl<M: StateMachine> Ledger<M> {
             Ok(o) => o,
             Err(e) => return refuse(e.to_string()),
         };
+        if let Some(applier) = &self.applier {
+            // Applied on the applier's thread; `take_applied` concludes.
+            let job = Job {
+                base: self.pending.last().map(|p| p.diff.clone()),
+                entries: ordered.into_iter().cloned().collect(),
+                height: body.height,
+                time: body.time,
+                position,
+            };
+            drop(read);
+            applier.submit(job)?;
+            self.in_flight = Some(InFlight {
+                checkpoint: checkpoint.clone(),
+                indexers,
+                pending_before: self.pending.len(),
+            });
+            return Ok(Verification::Applying);
+        }
         let applied = self.apply(
             &read,
             self.pending.last().map(|p| &p.diff),
@@ -1121,6 +1185,19 @@ impl<M: StateMachine> Ledger<M> {
             position,
         )?;
         drop(read);
+        self.conclude(checkpoint, applied, indexers)
+    }
+
+    /// The end of verifying `checkpoint` once its entries are applied: its roots compared
+    /// (a divergence raised if they differ), an ack signed if this node is an indexer, and the
+    /// checkpoint accepted as pending.
+    fn conclude(
+        &mut self,
+        checkpoint: &Checkpoint,
+        applied: Applied,
+        indexers: Vec<PublicKey>,
+    ) -> Result<Verification, LedgerError> {
+        let body = &checkpoint.body;
         let receipts_root = merkle::root(&applied.receipts);
         if applied.root != body.state_root || receipts_root != body.receipts_root {
             let divergence = Divergence {
@@ -1362,6 +1439,88 @@ impl<M: StateMachine> Ledger<M> {
     }
 }
 
+/// Applies `entries` (already ordered) on top of `base_diff` over the final state in `read`
+/// (the work of verifying or proposing a checkpoint, on the ledger's thread or the applier's).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn apply_on<M: StateMachine, R: StoreRead>(
+    machine: &M,
+    network: &Hash32,
+    read: &R,
+    base_diff: Option<&Diff>,
+    entries: &[&LogEntry],
+    height: u64,
+    time: u64,
+    position: u64,
+) -> Result<Applied, LedgerError> {
+    let mut overlay = match base_diff {
+        Some(diff) => Overlay::with_diff(read, diff)?,
+        None => Overlay::new(read)?,
+    };
+    let mut written = BTreeSet::new();
+    let mut recorder = Recorder {
+        state: &mut overlay,
+        written: &mut written,
+    };
+    let batch = apply_entries(
+        machine,
+        network,
+        &mut recorder,
+        entries,
+        height,
+        time,
+        position,
+    )?;
+    let AppliedBatch {
+        receipts,
+        position,
+        skipped,
+    } = batch;
+    let indexers_after = machine.indexers(&overlay)?;
+    let mut writes = Diff::new();
+    for key in written {
+        let value = crate::store::StateView::get(&overlay, &key)?;
+        writes.insert(key, value);
+    }
+    // The diff keeps every key of `base_diff`, even one `Overlay::with_diff` dropped as
+    // equal to the final state: it is applied again once earlier pending checkpoints are
+    // final, and the final state may then differ there.
+    let mut diff = base_diff.cloned().unwrap_or_default();
+    diff.extend(writes.iter().map(|(k, v)| (k.clone(), v.clone())));
+    Ok(Applied {
+        root: overlay.root()?,
+        diff,
+        writes,
+        receipts,
+        position,
+        skipped,
+        indexers_after,
+    })
+}
+
+impl<M: StateMachine + Send + Sync + 'static> Ledger<M> {
+    /// From now on, the entries of a checkpoint being verified are applied on a thread of
+    /// their own, one checkpoint at a time, while this ledger goes on taking entries and
+    /// messages: `notify` is called (on that thread) when a checkpoint is applied, and the
+    /// owner then calls [`Ledger::take_applied`] to conclude its verification. Until then
+    /// the ledger behaves as if the checkpoint had not arrived yet (its status, views and
+    /// proposals stay at the checkpoint before). The applier reads committed snapshots of the
+    /// store only; this ledger remains the only writer.
+    pub fn apply_in_background(
+        &mut self,
+        notify: impl Fn() + Send + 'static,
+    ) -> Result<(), LedgerError> {
+        if self.applier.is_none() {
+            self.applier = Some(Applier::start(
+                self.machine.clone(),
+                self.store.clone(),
+                self.network,
+                Box::new(notify),
+            )?);
+        }
+        Ok(())
+    }
+}
+
 /// What applying a batch of ordered entries produced.
 pub(super) struct AppliedBatch {
     /// The receipts, in order.
@@ -1494,4 +1653,6 @@ enum Verification {
     Accepted(Vec<Message>),
     Missing(Vec<Message>),
     Refused,
+    /// Handed to the applier thread.
+    Applying,
 }

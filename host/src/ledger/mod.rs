@@ -17,6 +17,7 @@
 //! The engine is synchronous and does no I/O besides its store: a node feeds it messages and
 //! sends what it returns. That keeps it testable with simulated networks and replayable.
 
+mod applier;
 pub mod archive;
 mod checkpoint;
 mod engine;

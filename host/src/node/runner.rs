@@ -254,6 +254,9 @@ pub struct Node {
     known_peers: Vec<(PeerId, Vec<Multiaddr>)>,
     /// While catching up: the furthest entry range asked of a log (its start) and when.
     ahead: HashMap<(Hash32, PublicKey), (u64, Instant)>,
+    /// The peer that last answered this node's requests of a network (asked next when a
+    /// checkpoint applied in the background moves the ledger).
+    answered: HashMap<Hash32, PeerId>,
     /// The sidechannel service.
     sidechannel: super::sidechannel::ScHandle,
     /// Held while the node runs.
@@ -637,6 +640,7 @@ impl Node {
             sidechannel,
             known_peers,
             ahead: HashMap::new(),
+            answered: HashMap::new(),
             _lock: lock,
             validator_peer: Arc::new(Mutex::new(None)),
             auto_add_asked: None,
@@ -907,6 +911,15 @@ impl Node {
         let timer_on = self.timer.is_some();
         let (_, idle) = mpsc::unbounded_channel();
         let mut forwarded = self.forwarded_rx.take().unwrap_or(idle);
+        // The subnet's checkpoints are applied on a thread of their own while the pump goes
+        // on receiving; the thread reports each one done here.
+        let (applied_tx, mut applied) = mpsc::unbounded_channel::<Hash32>();
+        let subnet = self.subnet.network();
+        if let Err(e) = self.subnet.apply_in_background(move || {
+            let _ = applied_tx.send(subnet);
+        }) {
+            tracing::warn!(%subnet, "checkpoints are applied on the pump: {e}");
+        }
         tokio::pin!(stop);
         // The creator's first entries go out as soon as peers ask (sync), and now.
         self.announce_tips();
@@ -922,6 +935,7 @@ impl Node {
                 },
                 Some((peer, network, messages)) = answers.recv() => {
                     let before = self.progress(network);
+                    self.answered.insert(network, peer);
                     self.take_answer(peer, network, messages, &answers_tx);
                     // Catching up: an answer that moved the ledger is followed at once by the
                     // next requests to the same peer, rather than at the next sync tick.
@@ -931,6 +945,7 @@ impl Node {
                         self.follow_up(peer, network, requests, &answers_tx);
                     }
                 }
+                Some(network) = applied.recv() => self.take_applied(network, &answers_tx),
                 Some((tx_hash, rejection)) = forwarded.recv() => {
                     match self.txflow.forward_failed(&tx_hash, rejection) {
                         Ok(Some(outcome)) => tracing::info!(tx = %tx_hash, ?outcome, "transaction"),
@@ -1223,6 +1238,40 @@ impl Node {
         self.route(Some(peer), network, out, answers);
     }
 
+    /// Concludes a checkpoint the applier thread of `network`'s ledger has applied and routes
+    /// what that produced (requests to the peer that last answered, or to every peer); if
+    /// the ledger moved, follows up with that peer as after an answer.
+    fn take_applied(
+        &mut self,
+        network: Hash32,
+        answers: &mpsc::Sender<(PeerId, Hash32, Vec<Message>)>,
+    ) {
+        let before = self.progress(network);
+        let result = if network == self.msb.network() {
+            self.msb.take_applied()
+        } else if network == self.subnet.network() {
+            self.subnet.take_applied()
+        } else {
+            return;
+        };
+        let out = result.unwrap_or_else(|e| {
+            tracing::warn!(%network, "applied checkpoint not concluded: {e}");
+            Vec::new()
+        });
+        let peer = self
+            .answered
+            .get(&network)
+            .copied()
+            .filter(|p| self.peers.contains(p));
+        self.route(peer, network, out, answers);
+        if let Some(peer) = peer
+            && self.progress(network) != before
+            && let Ok(requests) = self.sync_requests(network)
+        {
+            self.follow_up(peer, network, requests, answers);
+        }
+    }
+
     /// Handles an announced (or answered) message and routes what the ledger returns.
     fn feed(
         &mut self,
@@ -1512,7 +1561,10 @@ impl Node {
     /// While this peer is not a writer and the subnet's auto-add is on, asks the connected
     /// peers (every [`AUTO_ADD_EVERY`]) to append its signed `autoAddWriter` op.
     fn ask_to_write(&mut self) {
+        // While catching up, the view is behind (and rebuilding it after every stored answer
+        // would cost as much as applying the entries again).
         if self.peers.is_empty()
+            || self.subnet.catching_up()
             || self
                 .auto_add_asked
                 .is_some_and(|at| at.elapsed() < AUTO_ADD_EVERY)
