@@ -7,16 +7,17 @@
 //! write each). The reader answers with acknowledgements: a `u64` big-endian count of the frames
 //! it has taken from the stream so far (delivered, dropped or refused), written whenever it has
 //! read everything available, so that one acknowledgement covers a whole burst. They tell the
-//! sender which frames it may forget, and pace it (below); a frame never waits for its own.
+//! sender which frames it may forget, and pace it: the next batch is written once the previous
+//! one is acknowledged (one network round trip on the open stream; meanwhile the frames that
+//! come gather into that next batch, one write and one segment instead of one each).
 //!
 //! **Limits.** A frame above the reader's limit ([`super::NetLimits::max_sidechannel_frame_bytes`])
 //! is refused from its length prefix: the reader acknowledges it as taken, closes the stream and
 //! reports it ([`Event::Refused`]); the sender opens a new stream for what follows. The reader
 //! takes frames only while the node keeps up (the connection's events are bounded), so a fast
 //! sender is held back by Yamux flow control. The sender keeps at most [`UNACKED_BATCHES`]
-//! batches and [`UNACKED_WINDOW`] bytes written and not acknowledged before it takes the next
-//! batch (meanwhile the next frames gather into one batch), and the swarm task's bounded queue
-//! drops the oldest frames of a peer that does not keep up.
+//! batch written and not acknowledged, and the swarm task's bounded queue drops the oldest
+//! frames of a peer that does not keep up.
 //!
 //! **Failures.** A stream that fails (an I/O error, or the peer closing it) is opened again and
 //! the frames written on it but not acknowledged are written once more; frames that fail a
@@ -57,13 +58,10 @@ use tracing::{debug, warn};
 use super::{ScInbound, ScInboundKind};
 use crate::crypto::PublicKey;
 
-/// Bytes written on a stream and not acknowledged beyond which a connection takes no new batch
-/// (the swarm task's queue holds the frames meanwhile).
-pub(crate) const UNACKED_WINDOW: usize = 256 << 10;
 /// Batches written on a stream and not acknowledged beyond which a connection takes no new
 /// one: a sender ahead of its peer waits for an acknowledgement while its next frames gather
 /// into one batch (one write, one segment) instead of going one by one.
-pub(crate) const UNACKED_BATCHES: usize = 2;
+const UNACKED_BATCHES: usize = 1;
 /// Bytes read from a stream at once.
 const READ_CHUNK: usize = 16 << 10;
 /// Bytes of frames read in one turn before they are handed on (the rest waits in the stream).
@@ -225,8 +223,6 @@ struct Outbound {
     base: u64,
     /// The highest acknowledgement on the stream.
     acked: u64,
-    /// Bytes of `chunks[..cursor]`.
-    unacked_bytes: usize,
     /// A flush is due.
     flushing: bool,
     /// The acknowledgement being read.
@@ -247,7 +243,6 @@ impl Outbound {
             offset: 0,
             base: 0,
             acked: 0,
-            unacked_bytes: 0,
             flushing: false,
             ack: [0; 8],
             ack_len: 0,
@@ -288,7 +283,6 @@ impl Outbound {
         self.offset = 0;
         self.base = 0;
         self.acked = 0;
-        self.unacked_bytes = 0;
         self.flushing = false;
         self.ack_len = 0;
         (left, dropped)
@@ -331,7 +325,6 @@ impl Outbound {
                 break;
             }
             self.base += front.frames;
-            self.unacked_bytes = self.unacked_bytes.saturating_sub(front.bytes.len());
             self.chunks.pop_front();
             self.cursor -= 1;
         }
@@ -355,7 +348,6 @@ impl Outbound {
                     Poll::Ready(Ok(n)) => {
                         self.offset += n;
                         if self.offset >= chunk.bytes.len() {
-                            self.unacked_bytes += chunk.bytes.len();
                             self.cursor += 1;
                             self.offset = 0;
                             self.flushing = true;
@@ -415,7 +407,7 @@ impl Outbound {
     /// The batch taken, once it is written and the window has room.
     fn ready(&mut self) -> Option<u64> {
         let written = self.cursor >= self.chunks.len() && !self.flushing;
-        let room = self.unacked_bytes < UNACKED_WINDOW && self.cursor < UNACKED_BATCHES;
+        let room = self.cursor < UNACKED_BATCHES;
         if (written && room) || matches!(self.state, OutState::Unsupported) {
             return self.batch.take();
         }
@@ -1081,7 +1073,6 @@ mod tests {
         out.chunks.push_back(chunk(&[b"f"], true));
         // The first three written, the fourth waits; "a" acknowledged.
         out.cursor = 3;
-        out.unacked_bytes = 5 + 5 + 10;
         out.acknowledged(1);
         assert_eq!(
             out.chunks.len(),
