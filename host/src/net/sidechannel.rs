@@ -14,10 +14,11 @@
 //! **Limits.** A frame above the reader's limit ([`super::NetLimits::max_sidechannel_frame_bytes`])
 //! is refused from its length prefix: the reader acknowledges it as taken, closes the stream and
 //! reports it ([`Event::Refused`]); the sender opens a new stream for what follows. The reader
-//! takes frames only while the node keeps up (the connection's events are bounded), so a fast
-//! sender is held back by Yamux flow control. The sender keeps at most [`UNACKED_BATCHES`]
-//! batch written and not acknowledged, and the swarm task's bounded queue drops the oldest
-//! frames of a peer that does not keep up.
+//! takes frames only as fast as the swarm task takes the connection's events (bounded), so a
+//! fast sender is held back by Yamux flow control; frames the node does not take in time are
+//! dropped and counted. The sender keeps at most [`UNACKED_BATCHES`] batch written and not
+//! acknowledged, and the swarm task's bounded queue drops the oldest frames of a peer that does
+//! not keep up.
 //!
 //! **Failures.** A stream that fails (an I/O error, or the peer closing it) is opened again and
 //! the frames written on it but not acknowledged are written once more; frames that fail a
