@@ -524,7 +524,7 @@ fn channels_joined_at_start_are_announced_to_every_neighbour() {
 
 // ---- 2b. a forger on a raw libp2p connection --------------------------------------------
 
-/// A raw libp2p peer in the test process speaking `/trac/sidechannel/1` with its own key,
+/// A raw libp2p peer in the test process speaking `/trac/sidechannel/2` with its own key,
 /// connected to one node (the forger, and a bursty sender).
 struct RawPeer {
     runtime: Runtime,

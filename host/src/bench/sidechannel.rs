@@ -1,6 +1,6 @@
 //! The `sidechannel` suite: signed 1 KiB sidechannel messages between two processes on
 //! loopback, each running the network layer ([`Net`]: TCP + Noise + Yamux,
-//! `/trac/sidechannel/1`) and a sidechannel [`Engine`] — no node, no terminal.
+//! `/trac/sidechannel/2`) and a sidechannel [`Engine`] — no node, no terminal.
 //!
 //! - **Two processes.** The suite is the sender. For each scenario it starts a copy of its own
 //!   executable as the receiver (`trac bench sidechannel --serve <policy>`, a hidden flag), with

@@ -16,6 +16,9 @@
 //!   share the swarm, told apart by `network`. A third kind of frame, a **call**
 //!   ([`NetHandle::call`], [`NetEvent::Call`]), carries a service request to the node behind a
 //!   network (submissions to MSB validators, writer requests): opaque bytes both ways.
+//! - **Sidechannels** (`/trac/sidechannel/2`, [`sidechannel_protocol_id`]): one long-lived
+//!   stream per connection and direction carries length-prefixed frames, in order, and the
+//!   reader's acknowledgements back ([`NetHandle::sidechannel_send`], [`ScInbound`]).
 //! - **Bounded memory**: frames above [`NetLimits::max_frame_bytes`] are refused from their length
 //!   prefix, before anything is decoded; each peer has an in-flight window and a bounded queue
 //!   (the oldest pushes are dropped and counted, requests fail with [`NetError::QueueFull`]);
@@ -51,6 +54,7 @@
 
 mod identity;
 mod queue;
+mod sidechannel;
 mod swarm;
 mod wire;
 
@@ -62,7 +66,7 @@ pub use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
 pub use identity::{peer_id_of, public_key_of};
-pub use wire::{identify_version, protocol_id};
+pub use wire::{identify_version, protocol_id, sidechannel_protocol_id};
 
 use crate::codec;
 use crate::crypto::{Hash32, Keypair, PublicKey};
@@ -91,7 +95,8 @@ pub struct NetLimits {
     pub max_connections: u32,
     /// Concurrent request-response substreams per connection (inbound + outbound).
     pub max_streams_per_connection: usize,
-    /// Largest sidechannel frame read or written (frames travel in order, batched).
+    /// Largest sidechannel frame read or written (frames travel in order, batched). A peer
+    /// announcing a larger one has its stream closed.
     pub max_sidechannel_frame_bytes: usize,
 }
 
@@ -136,7 +141,7 @@ pub struct NetConfig {
     /// Peers known from earlier runs (multiaddrs ending in `/p2p/<id>`), dialed once at start
     /// (at most 32; unlike bootstrap peers, not retried).
     pub known_peers: Vec<Multiaddr>,
-    /// Where inbound sidechannel frames go (`/trac/sidechannel/1`); without it the node does
+    /// Where inbound sidechannel frames go (`/trac/sidechannel/2`); without it the node does
     /// not accept the protocol. A full channel drops frames (counted as dropped events).
     pub sidechannel: Option<mpsc::Sender<ScInbound>>,
     /// Dial the peers Kademlia and mDNS discover (on by default; tests of relays through a
@@ -500,7 +505,7 @@ impl NetHandle {
             .await
     }
 
-    /// Queues a sidechannel frame for `peer` (`/trac/sidechannel/1`; fire and forget: a slow
+    /// Queues a sidechannel frame for `peer` (`/trac/sidechannel/2`; fire and forget: a slow
     /// peer's oldest frames are dropped, an unknown peer's are ignored).
     pub async fn sidechannel_send(&self, peer: PeerId, frame: Vec<u8>) -> Result<(), NetError> {
         if frame.len() > self.max_sidechannel_frame {

@@ -28,11 +28,12 @@ use tracing::{debug, info, trace, warn};
 
 use super::identity::{libp2p_keypair, public_key_of};
 use super::queue::{Outbound, PeerQueue, QueueLimits};
+use super::sidechannel;
 use super::wire::{
     Frame, FrameCodec, FrameKind, LedgerRequest, LedgerResponse, identify_version, protocol_id,
+    sidechannel_protocol_id,
 };
 use super::{NetConfig, NetError, NetEvent, NetHandle, NetStats};
-use super::{ScInbound, ScInboundKind};
 use crate::codec;
 use crate::crypto::PublicKey;
 use crate::ledger::Message;
@@ -94,7 +95,7 @@ struct Behaviour {
     kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
     mdns: Toggle<mdns::tokio::Behaviour>,
     ledger: request_response::Behaviour<FrameCodec>,
-    sidechannel: request_response::Behaviour<FrameCodec>,
+    sidechannel: sidechannel::Behaviour,
 }
 
 /// A bootstrap peer as configured.
@@ -185,7 +186,6 @@ struct Settings {
     kad_protocol: StreamProtocol,
     queue: QueueLimits,
     sc_queue: QueueLimits,
-    max_sidechannel_frame: usize,
     dial_discovered: bool,
     max_frame: usize,
     max_connections: usize,
@@ -212,13 +212,8 @@ struct Task {
     dials: HashMap<ConnectionId, DialWaiter>,
     ready_waiters: HashMap<PeerId, Vec<DialReply>>,
     outbound: HashMap<OutboundRequestId, (PeerId, Option<Reply>)>,
-    /// Sidechannel batches on the wire, by request (kept to send again once if the stream
-    /// fails, for example when one of two simultaneous connections is closed).
-    sc_outbound: HashMap<OutboundRequestId, (PeerId, Bytes, bool)>,
     /// Sidechannel frames for peers connected but not identified yet.
     sc_early: HashMap<PeerId, ScQueue>,
-    /// Where inbound sidechannel frames go (none: the protocol is refused).
-    sc_inbound: Option<mpsc::Sender<ScInbound>>,
     answers: FuturesUnordered<PendingAnswer>,
     bootstrap: Vec<Bootstrap>,
     resolved_tx: mpsc::UnboundedSender<(usize, Result<Vec<SocketAddr>, String>)>,
@@ -265,7 +260,6 @@ pub(crate) fn start(config: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetE
             max_queued: limits.max_queued * 16,
             max_queued_bytes: limits.max_queued_bytes,
         },
-        max_sidechannel_frame: limits.max_sidechannel_frame_bytes,
         dial_discovered: config.dial_discovered,
         max_frame: limits.max_frame_bytes,
         max_connections: limits.max_connections as usize,
@@ -314,21 +308,11 @@ pub(crate) fn start(config: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetE
                 .with_request_timeout(config.request_timeout)
                 .with_max_concurrent_streams(limits.max_streams_per_connection.max(1)),
         ),
-        sidechannel: request_response::Behaviour::with_codec(
-            FrameCodec {
-                max_frame: sidechannel_batch_limit(limits.max_sidechannel_frame_bytes),
-            },
-            [(
-                protocol("sidechannel", config.protocol_version)?,
-                if config.sidechannel.is_some() {
-                    ProtocolSupport::Full
-                } else {
-                    ProtocolSupport::Outbound
-                },
-            )],
-            request_response::Config::default()
-                .with_request_timeout(config.request_timeout)
-                .with_max_concurrent_streams(limits.max_streams_per_connection.max(2)),
+        sidechannel: sidechannel::Behaviour::new(
+            StreamProtocol::try_from_owned(sidechannel_protocol_id(config.protocol_version))
+                .map_err(|e| NetError::Setup(format!("protocol id: {e}")))?,
+            config.sidechannel.clone(),
+            limits.max_sidechannel_frame_bytes,
         ),
     };
 
@@ -376,9 +360,7 @@ pub(crate) fn start(config: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetE
         dials: HashMap::new(),
         ready_waiters: HashMap::new(),
         outbound: HashMap::new(),
-        sc_outbound: HashMap::new(),
         sc_early: HashMap::new(),
-        sc_inbound: config.sidechannel.clone(),
         answers: FuturesUnordered::new(),
         bootstrap,
         resolved_tx,
@@ -484,7 +466,9 @@ impl Task {
                 let _ = reply.send(peers);
             }
             Command::Stats(reply) => {
-                let _ = reply.send(self.stats);
+                let mut stats = self.stats;
+                stats.dropped_events += self.swarm.behaviour().sidechannel.dropped();
+                let _ = reply.send(stats);
             }
             Command::Dial { addr, reply } => self.dial(addr.to_string(), addr, Some(reply), None),
             Command::Send { peer, frame, reply } => {
@@ -597,13 +581,16 @@ impl Task {
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };
-        if let Some((batch, retried)) = state.sc_queue.next_batch(SIDECHANNEL_BATCH) {
-            let id = self
+        if let Some((batch, retried)) = state.sc_queue.next_batch(SIDECHANNEL_BATCH)
+            && !self
                 .swarm
                 .behaviour_mut()
                 .sidechannel
-                .send_request(&peer, Frame::Bytes(batch.clone()));
-            self.sc_outbound.insert(id, (peer, batch, retried));
+                .send(peer, batch, retried)
+        {
+            // No connection to carry it (the peer is leaving): dropped with the peer.
+            state.sc_queue.in_flight = false;
+            debug!(%peer, "sidechannel batch dropped: no connection to the peer");
         }
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
@@ -731,7 +718,10 @@ impl Task {
             }
             info!(%peer, "peer disconnected");
             self.emit(NetEvent::PeerDisconnected(peer));
-            self.sidechannel_connection(peer, state.public, ScInboundKind::Disconnected);
+            self.swarm
+                .behaviour_mut()
+                .sidechannel
+                .peer_disconnected(peer, state.public);
         }
     }
 
@@ -864,7 +854,10 @@ impl Task {
             .take(MAX_ANNOUNCED_ADDRS)
             .collect();
         self.emit(NetEvent::PeerConnected(peer, public, addrs));
-        self.sidechannel_connection(peer, public, ScInboundKind::Connected);
+        self.swarm
+            .behaviour_mut()
+            .sidechannel
+            .peer_connected(peer, public);
         // Sidechannel frames held while it identified itself go out now.
         self.pump(peer);
         if self.bootstrap.iter().any(|b| b.peer == Some(peer))
@@ -897,6 +890,10 @@ impl Task {
                 let _ = reply.send(Err(NetError::NotConnected(peer)));
             }
             self.emit(NetEvent::PeerDisconnected(peer));
+            self.swarm
+                .behaviour_mut()
+                .sidechannel
+                .peer_disconnected(peer, state.public);
         }
         self.emit(NetEvent::Refused { peer, reason });
         self.closing.push((peer, Instant::now()));
@@ -934,122 +931,29 @@ impl Task {
         }
     }
 
-    fn sidechannel_event(&mut self, event: request_response::Event<Frame, Bytes>) {
+    fn sidechannel_event(&mut self, event: sidechannel::Event) {
         match event {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => {
-                    // Acknowledged at once: a sidechannel frame needs no answer.
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .sidechannel
-                        .send_response(channel, Bytes::new());
-                    self.sidechannel_inbound(peer, request);
+            sidechannel::Event::Ready(peer) => {
+                if let Some(state) = self.peers.get_mut(&peer) {
+                    state.sc_queue.in_flight = false;
                 }
-                request_response::Message::Response { request_id, .. } => {
-                    self.sidechannel_sent(request_id, false);
+                self.pump(peer);
+            }
+            sidechannel::Event::Unsent { peer, batches } => {
+                // Sent once more on another connection, if the peer still has one.
+                if let Some(state) = self.peers.get_mut(&peer) {
+                    state.sc_queue.retry.extend(batches);
                 }
-            },
-            request_response::Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
-                debug!(%peer, "sidechannel batch not delivered: {error}");
-                self.sidechannel_sent(request_id, true);
+                self.pump(peer);
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                debug!(%peer, "inbound sidechannel frame failed: {error}");
-            }
-            request_response::Event::ResponseSent { .. } => {}
-        }
-    }
-
-    /// Tells the sidechannel receiver that a peer connected or left (in order with its frames).
-    fn sidechannel_connection(&mut self, peer: PeerId, key: PublicKey, kind: ScInboundKind) {
-        let Some(inbound) = &self.sc_inbound else {
-            return;
-        };
-        let event = ScInbound {
-            peer,
-            key,
-            frame: Bytes::new(),
-            kind,
-        };
-        if inbound.try_send(event).is_err() {
-            self.stats.dropped_events += 1;
-            warn!(%peer, ?kind, "the sidechannel receiver is full: connection change dropped");
-        }
-    }
-
-    /// A sidechannel batch of ours was acknowledged or failed: its window slot frees; a failed
-    /// batch goes out once more while the peer is connected.
-    fn sidechannel_sent(&mut self, id: OutboundRequestId, failed: bool) {
-        let Some((peer, batch, retried)) = self.sc_outbound.remove(&id) else {
-            return;
-        };
-        if let Some(state) = self.peers.get_mut(&peer) {
-            state.sc_queue.in_flight = false;
-            if failed && !retried {
-                state.sc_queue.retry = Some(batch);
-            }
-        }
-        self.pump(peer);
-    }
-
-    /// Hands an inbound sidechannel frame to the node (dropped, and counted, when the node
-    /// does not keep up or the peer is not identified).
-    fn sidechannel_inbound(&mut self, peer: PeerId, frame: Frame) {
-        // The Noise handshake authenticated the peer id, which is the peer key: a frame that
-        // arrives before identify completed is as authentic.
-        let Some(public) = self
-            .peers
-            .get(&peer)
-            .map(|s| s.public)
-            .or_else(|| public_key_of(&peer))
-        else {
-            return;
-        };
-        let bytes = match frame {
-            Frame::Bytes(bytes) => bytes,
-            Frame::TooLarge(too_large) => {
-                self.frame_refused(peer, format!("sidechannel batch refused: {too_large}"));
-                return;
-            }
-        };
-        let frames = match split_batch(&bytes, self.settings.max_sidechannel_frame) {
-            Ok((frames, 0)) => frames,
-            Ok((frames, skipped)) => {
-                let max = self.settings.max_sidechannel_frame;
-                self.stats.refused_frames += skipped as u64 - 1;
-                self.frame_refused(
-                    peer,
-                    format!("{skipped} sidechannel frame(s) above {max} bytes refused"),
+            sidechannel::Event::Refused { peer, size, max } => {
+                let reason = format!(
+                    "1 sidechannel frame ({size} bytes) above {max} bytes refused; \
+                     its stream is closed"
                 );
-                frames
-            }
-            Err(reason) => {
-                self.frame_refused(peer, format!("sidechannel batch refused: {reason}"));
-                return;
-            }
-        };
-        let Some(inbound) = &self.sc_inbound else {
-            return;
-        };
-        for frame in frames {
-            if inbound
-                .try_send(ScInbound {
-                    peer,
-                    key: public,
-                    frame,
-                    kind: ScInboundKind::Frame,
-                })
-                .is_err()
-            {
-                self.stats.dropped_events += 1;
+                warn!(%peer, %reason, "sidechannel frame refused");
+                self.stats.refused_frames += 1;
+                self.emit(NetEvent::Refused { peer, reason });
             }
         }
     }
@@ -1320,24 +1224,21 @@ impl Task {
     }
 }
 
-/// Sidechannel frames are packed into batches of at most this many bytes (the same on every
-/// node, so that any peer reads a batch of small frames); a larger frame travels alone.
+/// Sidechannel frames are packed into batches of at most this many bytes, one write on the
+/// stream each; a larger frame travels alone.
 const SIDECHANNEL_BATCH: usize = 64 << 10;
 
-/// The largest sidechannel batch a node reads: a full batch, or one frame of its own limit.
-fn sidechannel_batch_limit(max_frame: usize) -> usize {
-    max_frame.saturating_add(4).max(SIDECHANNEL_BATCH)
-}
-
-/// The sidechannel frames waiting for one peer. Frames go out in order, in batches (one
-/// request at a time: under load each batch carries everything queued since the last).
+/// The sidechannel frames waiting for one peer. Frames go out in order, in batches (one batch
+/// handed to the connection at a time: under load each batch carries everything queued since
+/// the last).
 #[derive(Debug, Default)]
 struct ScQueue {
     pending: std::collections::VecDeque<Bytes>,
     pending_bytes: usize,
     in_flight: bool,
-    /// A batch whose stream failed, sent again before anything else.
-    retry: Option<Bytes>,
+    /// Batches whose connection closed before they were acknowledged, sent again before
+    /// anything else (with whether they are already a second attempt).
+    retry: std::collections::VecDeque<(Bytes, bool)>,
 }
 
 impl ScQueue {
@@ -1364,9 +1265,9 @@ impl ScQueue {
         if self.in_flight {
             return None;
         }
-        if let Some(batch) = self.retry.take() {
+        if let Some(retry) = self.retry.pop_front() {
             self.in_flight = true;
-            return Some((batch, true));
+            return Some(retry);
         }
         if self.pending.is_empty() {
             return None;
@@ -1376,7 +1277,9 @@ impl ScQueue {
             if !batch.is_empty() && batch.len() + 4 + frame.len() > limit {
                 break;
             }
-            let frame = self.pending.pop_front().expect("front exists");
+            let Some(frame) = self.pending.pop_front() else {
+                break;
+            };
             self.pending_bytes -= frame.len();
             batch.extend_from_slice(&(frame.len() as u32).to_be_bytes());
             batch.extend_from_slice(&frame);
@@ -1384,30 +1287,6 @@ impl ScQueue {
         self.in_flight = true;
         Some((Bytes::from(batch), false))
     }
-}
-
-/// Splits a sidechannel batch into its frames; frames above `max_frame` bytes are skipped
-/// (their count is returned with the others). A truncated batch is refused whole.
-fn split_batch(batch: &[u8], max_frame: usize) -> Result<(Vec<Bytes>, usize), String> {
-    let mut frames = Vec::new();
-    let mut skipped = 0;
-    let mut rest = batch;
-    while !rest.is_empty() {
-        let (prefix, tail) = rest
-            .split_first_chunk::<4>()
-            .ok_or("truncated length prefix")?;
-        let len = u32::from_be_bytes(*prefix) as usize;
-        if tail.len() < len {
-            return Err(format!("frame truncated: {} of {len} bytes", tail.len()));
-        }
-        if len > max_frame {
-            skipped += 1;
-        } else {
-            frames.push(Bytes::copy_from_slice(&tail[..len]));
-        }
-        rest = &tail[len..];
-    }
-    Ok((frames, skipped))
 }
 
 /// Whether an announced listen address can be dialed back (not an unspecified IP).
@@ -1436,7 +1315,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sidechannel_batches_keep_order_respect_limits_and_split_back() {
+    fn sidechannel_batches_keep_order_and_respect_limits() {
         let limits = QueueLimits {
             max_in_flight: 1,
             max_queued: 3,
@@ -1450,30 +1329,33 @@ mod tests {
         let (batch, _) = queue.next_batch(1 << 16).expect("a batch");
         assert!(
             queue.next_batch(1 << 16).is_none(),
-            "one batch on the wire at a time"
+            "one batch handed to the connection at a time"
         );
-        let (frames, skipped) = split_batch(&batch, 100).unwrap();
-        assert_eq!(skipped, 0);
-        assert_eq!(
-            frames,
-            (2..5u8)
-                .map(|i| Bytes::from(vec![i; 10]))
-                .collect::<Vec<_>>()
-        );
-        // A batch stops before its limit; a frame above the reader's limit is skipped.
+        let mut expected = Vec::new();
+        for i in 2..5u8 {
+            expected.extend_from_slice(&10u32.to_be_bytes());
+            expected.extend_from_slice(&[i; 10]);
+        }
+        assert_eq!(&batch[..], &expected[..]);
+        // A batch stops before its limit.
         queue.in_flight = false;
         queue.push(Bytes::from(vec![9; 60]), &limits);
         queue.push(Bytes::from(vec![8; 60]), &limits);
         let (batch, retried) = queue.next_batch(100).expect("a batch");
         assert!(!retried);
         assert_eq!(batch.len(), 64);
-        // A failed batch goes first, once.
+        // Batches back from a closed connection go first, in order, as they were.
         queue.in_flight = false;
-        queue.retry = Some(batch.clone());
-        assert_eq!(queue.next_batch(100), Some((batch.clone(), true)));
-        assert_eq!(split_batch(&batch, 50).unwrap(), (Vec::new(), 1));
-        assert!(split_batch(&[0, 0, 0, 9, 1], 100).is_err());
-        assert!(split_batch(&[0, 0], 100).is_err());
+        queue.retry.push_back((batch.clone(), true));
+        queue.retry.push_back((Bytes::from_static(b"x"), false));
+        assert_eq!(queue.next_batch(100), Some((batch, true)));
+        queue.in_flight = false;
+        assert_eq!(
+            queue.next_batch(100),
+            Some((Bytes::from_static(b"x"), false))
+        );
+        queue.in_flight = false;
+        assert_eq!(queue.next_batch(100).map(|(b, _)| b.len()), Some(64));
     }
 
     #[test]

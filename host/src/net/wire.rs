@@ -228,6 +228,14 @@ pub fn protocol_id(name: &str, version: u32) -> String {
     format!("/trac/{name}/{version}")
 }
 
+/// The id of the sidechannel protocol at network `version`: `/trac/sidechannel/<version + 1>`
+/// (`/trac/sidechannel/2` for version 1). Its wire changed once within network version 1 (a
+/// long-lived stream with acknowledgements replaced a request-response exchange per batch), so
+/// it runs one above the other protocols.
+pub fn sidechannel_protocol_id(version: u32) -> String {
+    protocol_id("sidechannel", version.saturating_add(1))
+}
+
 /// The identify protocol-version string of `version`: `trac/<version>`.
 pub fn identify_version(version: u32) -> String {
     format!("trac/{version}")
@@ -297,6 +305,7 @@ mod tests {
     #[test]
     fn protocol_names() {
         assert_eq!(protocol_id("ledger", 1), "/trac/ledger/1");
+        assert_eq!(sidechannel_protocol_id(1), "/trac/sidechannel/2");
         assert_eq!(identify_version(2), "trac/2");
     }
 }

@@ -1,5 +1,5 @@
 //! The node's sidechannel service: the [`Engine`] of [`crate::sidechannel`] on its own task,
-//! fed with the frames of `/trac/sidechannel/1` and the neighbours the network reports, and
+//! fed with the frames of `/trac/sidechannel/2` and the neighbours the network reports, and
 //! driven by the terminal's `/sc_*` commands (and, later, the SC-Bridge).
 //!
 //! - Frames the engine returns go out through [`NetHandle::sidechannel_send`]; a neighbour the
@@ -230,7 +230,7 @@ struct Service {
 /// Starts the service on the current runtime: loads the persisted state from `peer_store`
 /// (the engine joins the entry channel and `settings.extras`, and stores the configured
 /// welcomes), and returns its handle. `inbound` is the channel
-/// the network hands `/trac/sidechannel/1` frames to.
+/// the network hands `/trac/sidechannel/2` frames to.
 pub fn start(
     keypair: Keypair,
     settings: &Settings,

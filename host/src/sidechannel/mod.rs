@@ -49,7 +49,7 @@ pub use policy::Settings;
 /// (proof of work and rate limits still apply).
 pub const ENTRY_CHANNEL: &str = "0000intercom";
 
-/// The protocol name; the node speaks it as `/trac/sidechannel/1`.
+/// The protocol name; the node speaks it as `/trac/sidechannel/2`.
 pub const PROTOCOL: &str = "sidechannel";
 
 /// Longest channel name, in UTF-8 bytes (after trimming).
