@@ -213,6 +213,7 @@ impl Running {
         let handle = runtime.handle().clone();
         let pump = std::thread::Builder::new()
             .name("bench-node".into())
+            .stack_size(crate::runtime::CALL_THREAD_STACK)
             .spawn(move || {
                 handle.block_on(node.run(receiver, async move {
                     let _ = stopped.await;

@@ -437,87 +437,106 @@ fn run_node(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        let started = tokio::select! {
-            node = Node::start(node_config) => node?,
-            _ = stop_signal() => {
-                println!("Stopped before the node was ready.");
-                return Ok(());
-            }
-        };
-        let mut node = started;
-        banner.msb_bootstrap = Some(node.msb_id());
-        banner.subnet_bootstrap = Some(node.subnet_id());
-        banner.subnet_channel = node.subnet_channel().to_string();
-        banner.writable = node.writable().filter(|w| *w);
-        banner.listen = node
-            .listen_addrs()
-            .await
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        let (commands_tx, commands) = mpsc::channel(64);
-        let rpc = if rpc_settings.enabled {
-            Some(crate::rpc::start(&rpc_settings, NodeClient::new(commands_tx.clone())).await?)
-        } else {
-            None
-        };
-        let bridge = if bridge_settings.enabled {
-            let executor = NodeExecutor::new(commands_tx.clone(), Some(node.sidechannel().clone()));
-            let cli: crate::bridge::CliRunner = std::sync::Arc::new(move |line: &str| {
-                crate::terminal::run_line(line, &mut executor.clone())
-            });
-            let context = crate::bridge::BridgeContext {
-                sidechannel: node.sidechannel().clone(),
-                peer: banner.peer_public_key,
-                info: crate::bridge::info(&banner),
-                cli: Some(cli),
-            };
-            Some(crate::bridge::start(&bridge_settings, context).await?)
-        } else {
-            None
-        };
-        print!("{}", render_banner(&banner));
-        if let Some(bridge) = &bridge {
-            println!(
-                "SC-Bridge: ws://{} (cli {})",
-                bridge.addr(),
-                if bridge_settings.cli { "on" } else { "off" }
-            );
-        }
-        if let Some(rpc) = &rpc {
-            println!(
-                "RPC: http://{} (transactions {})",
-                rpc.addr(),
-                if rpc_settings.api_tx_exposed {
-                    "exposed"
-                } else {
-                    "simulation only"
-                }
-            );
-        }
-        println!("Node running. Type /help for the commands, /exit to stop.");
+    // The node runs on a thread with room for contract calls (the runtime::CALL_THREAD_STACK
+    // note): its pump applies ops and answers queries.
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("node".into())
+            .stack_size(crate::runtime::CALL_THREAD_STACK)
+            .spawn_scoped(scope, move || {
+                runtime.block_on(async move {
+                    let started = tokio::select! {
+                        node = Node::start(node_config) => node?,
+                        _ = stop_signal() => {
+                            println!("Stopped before the node was ready.");
+                            return Ok(());
+                        }
+                    };
+                    let mut node = started;
+                    banner.msb_bootstrap = Some(node.msb_id());
+                    banner.subnet_bootstrap = Some(node.subnet_id());
+                    banner.subnet_channel = node.subnet_channel().to_string();
+                    banner.writable = node.writable().filter(|w| *w);
+                    banner.listen = node
+                        .listen_addrs()
+                        .await
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect();
+                    let (commands_tx, commands) = mpsc::channel(64);
+                    let rpc = if rpc_settings.enabled {
+                        Some(
+                            crate::rpc::start(&rpc_settings, NodeClient::new(commands_tx.clone()))
+                                .await?,
+                        )
+                    } else {
+                        None
+                    };
+                    let bridge = if bridge_settings.enabled {
+                        let executor = NodeExecutor::new(
+                            commands_tx.clone(),
+                            Some(node.sidechannel().clone()),
+                        );
+                        let cli: crate::bridge::CliRunner =
+                            std::sync::Arc::new(move |line: &str| {
+                                crate::terminal::run_line(line, &mut executor.clone())
+                            });
+                        let context = crate::bridge::BridgeContext {
+                            sidechannel: node.sidechannel().clone(),
+                            peer: banner.peer_public_key,
+                            info: crate::bridge::info(&banner),
+                            cli: Some(cli),
+                        };
+                        Some(crate::bridge::start(&bridge_settings, context).await?)
+                    } else {
+                        None
+                    };
+                    print!("{}", render_banner(&banner));
+                    if let Some(bridge) = &bridge {
+                        println!(
+                            "SC-Bridge: ws://{} (cli {})",
+                            bridge.addr(),
+                            if bridge_settings.cli { "on" } else { "off" }
+                        );
+                    }
+                    if let Some(rpc) = &rpc {
+                        println!(
+                            "RPC: http://{} (transactions {})",
+                            rpc.addr(),
+                            if rpc_settings.api_tx_exposed {
+                                "exposed"
+                            } else {
+                                "simulation only"
+                            }
+                        );
+                    }
+                    println!("Node running. Type /help for the commands, /exit to stop.");
 
-        let (exit_tx, exit_rx) = oneshot::channel::<()>();
-        let sidechannel = node.sidechannel().clone();
-        spawn_terminal(commands_tx, sidechannel, exit_tx, history);
-        let stop = async move {
-            tokio::select! {
-                _ = stop_signal() => {}
-                // A dropped sender (end of input) is no request to stop.
-                Ok(()) = exit_rx => {}
-            }
-        };
-        let ran = node.run(commands, stop).await;
-        if let Some(rpc) = rpc {
-            rpc.stop().await;
-        }
-        if let Some(bridge) = bridge {
-            bridge.stop().await;
-        }
-        ran?;
-        println!("Node stopped.");
-        Ok(())
+                    let (exit_tx, exit_rx) = oneshot::channel::<()>();
+                    let sidechannel = node.sidechannel().clone();
+                    spawn_terminal(commands_tx, sidechannel, exit_tx, history);
+                    let stop = async move {
+                        tokio::select! {
+                            _ = stop_signal() => {}
+                            // A dropped sender (end of input) is no request to stop.
+                            Ok(()) = exit_rx => {}
+                        }
+                    };
+                    let ran = node.run(commands, stop).await;
+                    if let Some(rpc) = rpc {
+                        rpc.stop().await;
+                    }
+                    if let Some(bridge) = bridge {
+                        bridge.stop().await;
+                    }
+                    ran?;
+                    println!("Node stopped.");
+                    Ok(())
+                })
+            })
+            .context("cannot start the node thread")?
+            .join()
+            .map_err(|_| anyhow::anyhow!("the node thread panicked"))?
     })
 }
 

@@ -53,6 +53,7 @@ impl Applier {
         let (outbox, results) = channel::<Outcome>();
         let thread = std::thread::Builder::new()
             .name("ledger-apply".into())
+            .stack_size(crate::runtime::CALL_THREAD_STACK)
             .spawn(move || {
                 while let Ok(job) = inbox.recv() {
                     let height = job.height;

@@ -13,6 +13,11 @@ use crate::crypto::Hash32;
 /// call within half of it (`instrument::STACK_BUDGET_BYTES`); reaching it is a node error.
 pub const NATIVE_WASM_STACK: usize = 16 << 20;
 
+/// Stack for a thread that calls contracts: with it a call runs on the thread's own stack;
+/// on a smaller one each call maps (and unmaps) a fresh stack of twice [`NATIVE_WASM_STACK`].
+/// Only the pages a call touches become resident.
+pub const CALL_THREAD_STACK: usize = 2 * NATIVE_WASM_STACK + (2 << 20);
+
 /// Concurrent instances the pooling allocator keeps slots for.
 const POOL_INSTANCES: u32 = 32;
 

@@ -34,7 +34,7 @@ use self::host::{Access, BorrowedView, CallLimiter, CallState, HostTrap};
 use crate::crypto::{Hash32, PublicKey, hash};
 use crate::store::{StateRecord, StoreError};
 
-pub use self::engine::NATIVE_WASM_STACK;
+pub use self::engine::{CALL_THREAD_STACK, NATIVE_WASM_STACK};
 pub use self::instrument::{InstrumentError, instrument_component, instrument_module};
 pub use self::limits::{
     HARD_CAPS, INSTRUMENTATION_VERSION, LimitError, Limits, PRICES_V1, PriceTable,
