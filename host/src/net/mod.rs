@@ -523,6 +523,34 @@ impl NetHandle {
             .map_err(|_| NetError::Stopped)
     }
 
+    /// [`NetHandle::sidechannel_send`] without waiting: `Ok(Some(frame))` gives the frame back
+    /// when the network's command queue is full (send it later, in order).
+    pub fn try_sidechannel_send(
+        &self,
+        peer: PeerId,
+        frame: Vec<u8>,
+    ) -> Result<Option<Vec<u8>>, NetError> {
+        if frame.len() > self.max_sidechannel_frame {
+            return Err(NetError::FrameTooLarge {
+                size: frame.len(),
+                max: self.max_sidechannel_frame,
+            });
+        }
+        let command = swarm::Command::ScSend {
+            peer,
+            frame: frame.into(),
+        };
+        match self.commands.try_send(command) {
+            Ok(()) => Ok(None),
+            Err(mpsc::error::TrySendError::Full(swarm::Command::ScSend { frame, .. })) => {
+                Ok(Some(Vec::from(frame)))
+            }
+            // Only `ScSend` is sent above.
+            Err(mpsc::error::TrySendError::Full(_)) => Ok(None),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(NetError::Stopped),
+        }
+    }
+
     /// Closes the connections to `peer` (a peer that keeps abusing its limits).
     pub async fn disconnect(&self, peer: PeerId) -> Result<(), NetError> {
         self.commands

@@ -14,6 +14,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -215,8 +217,10 @@ pub fn parse_invite(text: &str) -> Result<Invite, String> {
 struct Service {
     engine: Engine,
     net: NetHandle,
-    /// Frames for the network, in the order the engine made them (one forwarding task).
+    /// Frames that found the network's queue full, in order, for the forwarding task.
     outgoing: mpsc::Sender<(PeerId, Vec<u8>)>,
+    /// How many frames the forwarding task holds: while any, new frames queue behind them.
+    backlog: Arc<AtomicUsize>,
     peers: BTreeMap<PeerId, PublicKey>,
     keys: BTreeMap<PublicKey, PeerId>,
     state_file: PathBuf,
@@ -250,10 +254,12 @@ pub fn start(
     let (notices, _) = broadcast::channel(NOTICE_BACKLOG);
     let joined = engine.joined_channels();
     let (outgoing, frames) = mpsc::channel(OUTGOING_BACKLOG);
-    tokio::spawn(forward(net.clone(), frames));
+    let backlog = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(forward(net.clone(), frames, backlog.clone()));
     let service = Service {
         engine,
         outgoing,
+        backlog,
         net,
         peers: BTreeMap::new(),
         keys: BTreeMap::new(),
@@ -431,8 +437,8 @@ impl Service {
         }
     }
 
-    /// Queues frames for their neighbours, in order, for the forwarding task (the network's
-    /// channel may be busy).
+    /// Hands frames to the network in the order the engine made them: straight to its queue
+    /// when it has room and nothing waits, else behind the frames the forwarding task holds.
     fn send(&self, outbound: Outbound) {
         for (key, frame) in outbound {
             let Some(peer) = self
@@ -443,7 +449,21 @@ impl Service {
             else {
                 continue;
             };
+            let frame = if self.backlog.load(Ordering::SeqCst) == 0 {
+                match self.net.try_sidechannel_send(peer, frame) {
+                    Ok(None) => continue,
+                    Ok(Some(frame)) => frame,
+                    Err(e) => {
+                        tracing::debug!(%peer, "sidechannel frame not queued: {e}");
+                        continue;
+                    }
+                }
+            } else {
+                frame
+            };
+            self.backlog.fetch_add(1, Ordering::SeqCst);
             if self.outgoing.try_send((peer, frame)).is_err() {
+                self.backlog.fetch_sub(1, Ordering::SeqCst);
                 tracing::warn!(%peer, "sidechannel frame dropped: {OUTGOING_BACKLOG} frames already wait for the network");
             }
         }
@@ -462,12 +482,18 @@ impl Service {
     }
 }
 
-/// Hands the service's frames to the network one by one, keeping their order.
-async fn forward(net: NetHandle, mut frames: mpsc::Receiver<(PeerId, Vec<u8>)>) {
+/// Hands the frames that found the network's queue full to the network one by one, keeping
+/// their order.
+async fn forward(
+    net: NetHandle,
+    mut frames: mpsc::Receiver<(PeerId, Vec<u8>)>,
+    backlog: Arc<AtomicUsize>,
+) {
     while let Some((peer, frame)) = frames.recv().await {
         if let Err(e) = net.sidechannel_send(peer, frame).await {
             tracing::debug!(%peer, "sidechannel frame not queued: {e}");
         }
+        backlog.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
