@@ -33,7 +33,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 
@@ -45,6 +45,7 @@ use crate::ledger::replay::{ReplayOptions, replay};
 use crate::ledger::{Ledger, LedgerLimits, LedgerStatus, LogEntry, Message};
 use crate::node::config::RunConfig;
 use crate::node::inbox::StoreLock;
+use crate::node::now_ms;
 use crate::node::runner::SUBNET_GENESIS_FILE;
 use crate::store::{Store, StoreOptions};
 use crate::subnet::replay::CACHE_DIR_NAME;
@@ -63,12 +64,6 @@ const EXPIRES: u64 = 1_000;
 pub const NODE_PATIENCE: Duration = Duration::from_secs(60);
 /// How long the engine-only catch-up may take at most.
 const ENGINE_PATIENCE: Duration = Duration::from_secs(600);
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// The subnet genesis persisted in the peer store of the node working in `dir`, and that
 /// peer store.

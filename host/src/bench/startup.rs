@@ -44,8 +44,8 @@ use crate::bundled::INTERCOM;
 use crate::crypto::keystore::{self, KdfParams};
 use crate::crypto::{Hash32, Keypair};
 use crate::net::Multiaddr;
-use crate::node::config::{RunConfig, RunFlags, StartPlan, SubnetStart, load_or_create_keypair};
-use crate::node::runner::{Command, Node, NodeConfig, NodeStats, TIMER_EVERY};
+use crate::node::config::{RunConfig, RunFlags, StartPlan, load_or_create_keypair};
+use crate::node::runner::{Command, Node, NodeConfig, NodeStats};
 use crate::runtime::{Limits, LoadSource, Runtime, RuntimeConfig};
 use crate::subnet::keys;
 use crate::subnet::replay::CACHE_DIR_NAME;
@@ -92,30 +92,7 @@ pub(super) fn node_config(flags: &RunFlags, passphrase: &str) -> anyhow::Result<
         .context("cannot load the peer keystore")?;
     let msb = load_or_create_keypair(&plan.layout.msb_keystore(), passphrase)
         .context("cannot load the MSB keystore")?;
-    let contract = match &plan.subnet {
-        SubnetStart::Create { contract } => contract.load()?.into_owned(),
-        SubnetStart::Existing { .. } => Vec::new(),
-    };
-    let mut bootstrap = config.peer_dht_bootstrap.clone();
-    for addr in &config.msb_dht_bootstrap {
-        if !bootstrap.contains(addr) {
-            bootstrap.push(addr.clone());
-        }
-    }
-    Ok(NodeConfig {
-        plan,
-        peer_key: peer.keypair,
-        msb_key: msb.keypair,
-        contract,
-        subnet_channel: config.subnet_channel.clone(),
-        listen: config.listen.clone(),
-        bootstrap,
-        mdns: config.mdns,
-        protocol_version: crate::net::PROTOCOL_VERSION,
-        timer: config.timer.then_some(TIMER_EVERY),
-        sidechannel: config.sidechannel.clone(),
-        dial_discovered: true,
-    })
+    NodeConfig::new(&config, plan, peer.keypair, msb.keypair)
 }
 
 /// The runtime `trac run` builds.

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
@@ -23,6 +23,7 @@ use super::{
     AUTH_TIMEOUT, FAILURE_WINDOW, Filter, MAX_AUTH_FAILURES, MAX_FAILURES_PER_ADDRESS, Settings,
 };
 use crate::crypto::PublicKey;
+use crate::node::now_ms;
 use crate::node::sidechannel::{ScHandle, ScNotice, ScStopped};
 use crate::sidechannel::{Invite, JoinOutcome, ScError, Welcome};
 use crate::terminal::{Command, Outcome};
@@ -883,10 +884,4 @@ fn blobs(
         })
         .transpose()?;
     Ok((invite, welcome))
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -407,32 +407,12 @@ fn run_node(
         dial_discovered,
     } = options;
     let history = Some(plan.layout.peer_store.join("terminal-history"));
-    let contract = match &plan.subnet {
-        SubnetStart::Create { contract } => contract.load()?.into_owned(),
-        SubnetStart::Existing { .. } => Vec::new(),
-    };
-    let mut bootstrap = config.peer_dht_bootstrap.clone();
-    for addr in &config.msb_dht_bootstrap {
-        if !bootstrap.contains(addr) {
-            bootstrap.push(addr.clone());
-        }
-    }
     let rpc_settings = config.rpc.clone();
     let bridge_settings = config.bridge.clone();
-    let node_config = NodeConfig {
-        plan,
-        peer_key: peer.keypair,
-        msb_key: msb.keypair,
-        contract,
-        subnet_channel: config.subnet_channel.clone(),
-        listen: config.listen.clone(),
-        bootstrap,
-        mdns: config.mdns,
-        protocol_version,
-        timer,
-        sidechannel: config.sidechannel.clone(),
-        dial_discovered,
-    };
+    let mut node_config = NodeConfig::new(config, plan, peer.keypair, msb.keypair)?;
+    node_config.protocol_version = protocol_version;
+    node_config.timer = timer;
+    node_config.dial_discovered = dial_discovered;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -23,6 +23,14 @@ pub mod terminal;
 pub mod txflow;
 
 pub use msb_access::{LocalMsb, MsbAccess, MsbHeights};
+
+/// The wall clock in milliseconds since the Unix epoch (0 before it): timestamps of frames,
+/// ops and replies, never consensus state.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 pub use txflow::{
     DEFAULT_EXPIRY_WINDOW, DropReason, Imported, PROOF_ALLOWANCE, PendingStage, PendingTx,
     PollReport, Simulation, TxFlow, TxFlowError, TxOutcome, TxReport, WaitReason,

@@ -26,7 +26,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use tokio::sync::{mpsc, oneshot};
@@ -42,6 +42,7 @@ use crate::msb::{
     MsbGenesis, MsbMachine, MsbOp, PartialOp, ROLE_VALIDATOR, Rejection, SubmitError, Validator,
 };
 use crate::net::{Multiaddr, Net, NetConfig, NetEvent, NetHandle, PeerId};
+use crate::node::now_ms;
 use crate::store::{Store, StoreOptions};
 use crate::subnet::ops::deploy_ops;
 use crate::subnet::{
@@ -106,6 +107,44 @@ pub struct NodeConfig {
     pub sidechannel: crate::sidechannel::Settings,
     /// Dial peers found by Kademlia and mDNS ([`NetConfig::dial_discovered`]).
     pub dial_discovered: bool,
+}
+
+impl NodeConfig {
+    /// The node of `trac run`'s settings: the start plan, the two keys, the contract of a new
+    /// subnet (read from its source), both bootstrap lists merged; the timer every
+    /// [`TIMER_EVERY`] when `--timer` is on, this build's protocol version, discovered peers
+    /// dialled.
+    pub fn new(
+        config: &super::config::RunConfig,
+        plan: StartPlan,
+        peer_key: Keypair,
+        msb_key: Keypair,
+    ) -> anyhow::Result<NodeConfig> {
+        let contract = match &plan.subnet {
+            SubnetStart::Create { contract } => contract.load()?.into_owned(),
+            SubnetStart::Existing { .. } => Vec::new(),
+        };
+        let mut bootstrap = config.peer_dht_bootstrap.clone();
+        for addr in &config.msb_dht_bootstrap {
+            if !bootstrap.contains(addr) {
+                bootstrap.push(addr.clone());
+            }
+        }
+        Ok(NodeConfig {
+            plan,
+            peer_key,
+            msb_key,
+            contract,
+            subnet_channel: config.subnet_channel.clone(),
+            listen: config.listen.clone(),
+            bootstrap,
+            mdns: config.mdns,
+            protocol_version: crate::net::PROTOCOL_VERSION,
+            timer: config.timer.then_some(TIMER_EVERY),
+            sidechannel: config.sidechannel.clone(),
+            dial_discovered: true,
+        })
+    }
 }
 
 /// One ledger's numbers, for `/stats`.
@@ -295,12 +334,6 @@ pub fn genesis_channel(id: &Hash32) -> Hash32 {
     hasher.update(b"trac/genesis-request/1");
     hasher.update(&id.0);
     Hash32(*hasher.finalize().as_bytes())
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn open_store(dir: &Path) -> anyhow::Result<Arc<Store>> {

@@ -16,13 +16,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::config::write_atomic;
 use crate::crypto::{Keypair, PublicKey};
 use crate::net::{NetHandle, PeerId, ScInbound, ScInboundKind, peer_id_of};
+use crate::node::now_ms;
 use crate::sidechannel::{
     Delivery, Engine, Invite, JoinOutcome, OpenOutcome, Outbound, PersistedState, ScError, ScEvent,
     Settings, Stats, Welcome,
@@ -36,12 +36,6 @@ pub const NOTICE_BACKLOG: usize = 4096;
 
 /// Frames waiting for the network at most (beyond, new frames are dropped and logged).
 pub const OUTGOING_BACKLOG: usize = 8192;
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Work run on the engine; the frames it returns are sent.
 pub type ScTask = Box<dyn FnOnce(&mut Engine, u64) -> Outbound + Send>;

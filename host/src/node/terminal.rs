@@ -27,6 +27,7 @@ use crate::msb::{
     Account, AdminAction, AdminOp, FEE, MsbOp, PartialOp, SubmitError, UserAction, UserBody,
 };
 use crate::node::TxFlowError;
+use crate::node::now_ms;
 use crate::subnet::ops::deploy_ops;
 use crate::subnet::{Action, OpSigner, SubnetMachine, SubnetOp, encode_op, keys};
 use crate::terminal::{Command, Executor};
@@ -225,12 +226,6 @@ fn app_command(node: &mut Node, name: &str, args: &[String]) -> Result<String, S
         })
         .map_err(|e| e.to_string())??;
     outcome.result.map_err(|e| e.to_string())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The text of a submission's outcome.
