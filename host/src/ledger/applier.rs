@@ -16,12 +16,13 @@ use std::thread::JoinHandle;
 use super::engine::{Applied, apply_on};
 use super::{LedgerError, LogEntry, StateMachine};
 use crate::crypto::Hash32;
-use crate::store::{Diff, Store};
+use crate::store::{Diff, Lattice, Store};
 
 /// One checkpoint's entries to apply.
 pub(super) struct Job {
-    /// The state writes of the pending checkpoints it builds on (relative to the final state).
-    pub(super) base: Option<Diff>,
+    /// The state of the pending checkpoints it builds on: their writes relative to the final
+    /// state and the lattice after them.
+    pub(super) base: Option<(Diff, Lattice)>,
     /// Its entries, in order.
     pub(super) entries: Vec<LogEntry>,
     /// Its height.
@@ -117,7 +118,7 @@ fn run<M: StateMachine>(machine: &M, network: &Hash32, store: &Store, job: Job) 
         machine,
         network,
         &read,
-        job.base.as_ref(),
+        job.base,
         &entries,
         job.height,
         job.time,

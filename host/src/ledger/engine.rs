@@ -1,5 +1,6 @@
 //! The ledger engine: stores logs, proposes and verifies checkpoints, counts acks, finalises.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -12,7 +13,9 @@ use super::{
     AppliedOp, FORMAT_VERSION, LedgerError, LedgerLimits, StateMachine, merkle, order, quorum,
 };
 use crate::crypto::{Hash32, Keypair, PublicKey};
-use crate::store::{Diff, Overlay, StateAccess, StateRecord, Store, StoreError, StoreRead, Table};
+use crate::store::{
+    Diff, Lattice, Overlay, StateAccess, StateRecord, Store, StoreError, StoreRead, Table,
+};
 
 /// Most entries one answer to a `WantEntries` carries (the network layer also cuts an answer
 /// to its frame limit); large answers keep a catching-up node's round trips few.
@@ -98,6 +101,8 @@ struct Pending {
     /// union of `writes` of this and every earlier pending checkpoint, rebuilt whenever one
     /// becomes final.
     diff: Diff,
+    /// The lattice of the state after it (finalising writes it as it is).
+    lattice: Lattice,
     /// The keys this checkpoint's ops wrote, with their values after it.
     writes: Diff,
     receipts: Vec<Vec<u8>>,
@@ -115,6 +120,7 @@ struct Pending {
 pub(super) struct Applied {
     diff: Diff,
     writes: Diff,
+    lattice: Lattice,
     root: Hash32,
     receipts: Vec<Vec<u8>>,
     position: u64,
@@ -198,7 +204,9 @@ pub struct Ledger<M: StateMachine> {
     unverified: BTreeMap<u64, Checkpoint>,
     early_acks: BTreeMap<u64, Vec<Ack>>,
     divergence: Option<Divergence>,
-    unconfirmed: Option<Diff>,
+    /// The unconfirmed view (every known entry applied): its writes over the final state and
+    /// its lattice.
+    unconfirmed: Option<(Diff, Lattice)>,
     entry_count: u64,
     /// The thread that applies verified checkpoints' entries, when the owner asked for one
     /// ([`Ledger::apply_in_background`]); otherwise they are applied on the caller's thread.
@@ -375,10 +383,9 @@ impl<M: StateMachine> Ledger<M> {
                 Verification::Missing(messages) => out.extend(messages),
                 Verification::Applying => {}
             }
-            // Final first if it can be, so that the next checkpoint builds on the final state
-            // rather than on a copy of this one's writes.
-            self.finalise_ready()?;
         }
+        // The next checkpoint goes to the applier (on this one's state) before this one is
+        // finalised, so that the applier does not wait for the writes.
         out.extend(self.advance()?);
         Ok(out)
     }
@@ -459,10 +466,10 @@ impl<M: StateMachine> Ledger<M> {
             return Ok(f(&overlay, &self.machine));
         }
         if self.unconfirmed.is_none() {
-            let diff = self.compute_unconfirmed(&read)?;
-            self.unconfirmed = Some(diff);
+            self.unconfirmed = Some(self.compute_unconfirmed(&read)?);
         }
-        let overlay = Overlay::with_diff(&read, self.unconfirmed.as_ref().expect("set above"))?;
+        let (diff, lattice) = self.unconfirmed.as_ref().expect("set above");
+        let overlay = Overlay::with_state(&read, Cow::Borrowed(diff), lattice.clone());
         Ok(f(&overlay, &self.machine))
     }
 
@@ -752,11 +759,11 @@ impl<M: StateMachine> Ledger<M> {
         }
     }
 
-    /// Applies `entries` (already ordered) on top of `base_diff` over the final state.
+    /// Applies `entries` (already ordered) on top of `base` over the final state.
     fn apply<R: StoreRead>(
         &self,
         read: &R,
-        base_diff: Option<&Diff>,
+        base: Option<(Diff, Lattice)>,
         entries: &[&LogEntry],
         height: u64,
         time: u64,
@@ -766,12 +773,20 @@ impl<M: StateMachine> Ledger<M> {
             &*self.machine,
             &self.network,
             read,
-            base_diff,
+            base,
             entries,
             height,
             time,
             position,
         )
+    }
+
+    /// The state of the latest pending checkpoint (its writes relative to the final state and
+    /// its lattice), if any: what the next checkpoint builds on.
+    fn pending_state(&self) -> Option<(Diff, Lattice)> {
+        self.pending
+            .last()
+            .map(|p| (p.diff.clone(), p.lattice.clone()))
     }
 
     /// The indexer set after the latest verified checkpoint (who must sign the next one).
@@ -876,14 +891,7 @@ impl<M: StateMachine> Ledger<M> {
         let time = time.max(prev_time);
         let refs: Vec<&LogEntry> = entries.iter().collect();
         let read = self.store.read()?;
-        let applied = self.apply(
-            &read,
-            self.pending.last().map(|p| &p.diff),
-            &refs,
-            height,
-            time,
-            position,
-        )?;
+        let applied = self.apply(&read, self.pending_state(), &refs, height, time, position)?;
         drop(read);
         let body = CheckpointBody {
             version: FORMAT_VERSION,
@@ -921,6 +929,7 @@ impl<M: StateMachine> Ledger<M> {
         self.pending.push(Pending {
             hash,
             diff: applied.diff,
+            lattice: applied.lattice,
             writes: applied.writes,
             receipts: applied.receipts,
             position: applied.position,
@@ -1161,7 +1170,7 @@ impl<M: StateMachine> Ledger<M> {
         if let Some(applier) = &self.applier {
             // Applied on the applier's thread; `take_applied` concludes.
             let job = Job {
-                base: self.pending.last().map(|p| p.diff.clone()),
+                base: self.pending_state(),
                 entries: ordered.into_iter().cloned().collect(),
                 height: body.height,
                 time: body.time,
@@ -1178,7 +1187,7 @@ impl<M: StateMachine> Ledger<M> {
         }
         let applied = self.apply(
             &read,
-            self.pending.last().map(|p| &p.diff),
+            self.pending_state(),
             &ordered,
             body.height,
             body.time,
@@ -1322,24 +1331,10 @@ impl<M: StateMachine> Ledger<M> {
         let pending = &self.pending[0];
         let body = &pending.checkpoint.body;
         let mut batch = self.store.write()?;
-        for (key, value) in &pending.diff {
-            match value {
-                Some(value) => {
-                    batch.state_put(key, value)?;
-                }
-                None => {
-                    batch.state_delete(key)?;
-                }
-            }
-        }
-        let root = batch.state_root()?;
-        if root != body.state_root {
-            // The overlay and the store disagree: a bug, not a network event.
-            return Err(LedgerError::Invalid(format!(
-                "finalising checkpoint {} produced root {root}, expected {}",
-                body.height, body.state_root
-            )));
-        }
+        // The lattice was computed when the checkpoint was applied (and its root checked):
+        // the records are written as they are, not hashed again.
+        batch.state_write_folded(&pending.diff, &pending.lattice)?;
+        let root = pending.lattice.root();
         for (index, receipt) in pending.receipts.iter().enumerate() {
             batch.put(
                 &self.tables.receipts,
@@ -1392,7 +1387,7 @@ impl<M: StateMachine> Ledger<M> {
         Ok(())
     }
 
-    fn compute_unconfirmed<R: StoreRead>(&self, read: &R) -> Result<Diff, LedgerError> {
+    fn compute_unconfirmed<R: StoreRead>(&self, read: &R) -> Result<(Diff, Lattice), LedgerError> {
         let entries = self.candidates(usize::MAX)?;
         let Tip {
             height,
@@ -1403,13 +1398,13 @@ impl<M: StateMachine> Ledger<M> {
         let refs: Vec<&LogEntry> = entries.iter().collect();
         let applied = self.apply(
             read,
-            self.pending.last().map(|p| &p.diff),
+            self.pending_state(),
             &refs,
             height + 1,
             time,
             position,
         )?;
-        Ok(applied.diff)
+        Ok((applied.diff, applied.lattice))
     }
 
     /// The receipts of a final checkpoint, in order.
@@ -1446,14 +1441,14 @@ pub(super) fn apply_on<M: StateMachine, R: StoreRead>(
     machine: &M,
     network: &Hash32,
     read: &R,
-    base_diff: Option<&Diff>,
+    base: Option<(Diff, Lattice)>,
     entries: &[&LogEntry],
     height: u64,
     time: u64,
     position: u64,
 ) -> Result<Applied, LedgerError> {
-    let mut overlay = match base_diff {
-        Some(diff) => Overlay::with_diff(read, diff)?,
+    let mut overlay = match base {
+        Some((diff, lattice)) => Overlay::with_state(read, Cow::Owned(diff), lattice),
         None => Overlay::new(read)?,
     };
     let mut written = BTreeSet::new();
@@ -1481,13 +1476,15 @@ pub(super) fn apply_on<M: StateMachine, R: StoreRead>(
         let value = crate::store::StateView::get(&overlay, &key)?;
         writes.insert(key, value);
     }
-    // The diff keeps every key of `base_diff`, even one `Overlay::with_diff` dropped as
-    // equal to the final state: it is applied again once earlier pending checkpoints are
-    // final, and the final state may then differ there.
-    let mut diff = base_diff.cloned().unwrap_or_default();
+    let lattice = overlay.lattice();
+    // The base's writes and these: the diff keeps every key of the base's diff, as it is
+    // applied again once earlier pending checkpoints are final and the final state may then
+    // differ there.
+    let mut diff = overlay.into_diff();
     diff.extend(writes.iter().map(|(k, v)| (k.clone(), v.clone())));
     Ok(Applied {
-        root: overlay.root()?,
+        root: lattice.root(),
+        lattice,
         diff,
         writes,
         receipts,

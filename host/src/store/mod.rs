@@ -666,6 +666,56 @@ impl WriteBatch<'_> {
         self.state_set(key, None, false).map(|_| ())
     }
 
+    /// Writes `diff` into the state and sets the state lattice to `lattice`, the lattice of
+    /// the state after those writes as an [`Overlay`] over this batch's committed state
+    /// computed it ([`Overlay::lattice`]): the records are not hashed again. Comes before any
+    /// other state write of the batch (their changes would be lost from the lattice). Debug
+    /// builds check the lattice against the one the writes give.
+    pub(crate) fn state_write_folded(
+        &mut self,
+        diff: &Diff,
+        lattice: &Lattice,
+    ) -> Result<(), StoreError> {
+        #[cfg(debug_assertions)]
+        {
+            for (key, value) in diff {
+                match value {
+                    Some(value) => self.state_put_quiet(key, value)?,
+                    None => self.state_delete_quiet(key)?,
+                }
+            }
+            let computed = self.state_lattice()?;
+            debug_assert!(
+                computed == *lattice,
+                "the lattice handed over ({}) differs from the writes' ({})",
+                lattice.root(),
+                computed.root()
+            );
+        }
+        #[cfg(not(debug_assertions))]
+        {
+            let store = self.store;
+            for (key, value) in diff {
+                match value {
+                    Some(value) => {
+                        check_key(key)?;
+                        store.state.put(&mut self.txn, key, value)
+                    }
+                    None => store.state.delete(&mut self.txn, key).map(|_| ()),
+                }
+                .map_err(|e| store.error(e))?;
+            }
+        }
+        let batch = self
+            .lattice
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        batch.pending = Pending::default();
+        batch.folded = Some(lattice.clone());
+        batch.changed = true;
+        Ok(())
+    }
+
     /// Sets `key` in a typed table.
     pub fn put<K: TableKey, V: Serialize + DeserializeOwned>(
         &mut self,
@@ -848,6 +898,59 @@ mod tests {
                 }
             }
             prop_assert_eq!(overlay.root().unwrap(), lattice_of(&model).root());
+        }
+
+        /// An overlay continued from another's diff and lattice ([`Overlay::with_state`]) has
+        /// the root of the records, and a batch that takes that diff and lattice as they are
+        /// ([`WriteBatch::state_write_folded`]) commits the same records and root (debug
+        /// builds also check it against the lattice the writes give).
+        #[test]
+        fn overlay_state_carries_on_and_commits_as_it_is(
+            base in steps(6),
+            first in steps(6),
+            second in steps(6),
+        ) {
+            let (_dir, store) = open();
+            let mut model = BTreeMap::new();
+            let mut batch = store.write().unwrap();
+            for step in base {
+                if let Step::Write(k, Some(v)) = step {
+                    batch.state_put(&key(k), &value(k, v)).unwrap();
+                    model.insert(key(k), value(k, v));
+                }
+            }
+            batch.commit().unwrap();
+            let read = store.read().unwrap();
+            let mut state = (Diff::new(), Overlay::new(&read).unwrap().lattice());
+            for steps in [first, second] {
+                let (diff, lattice) = state;
+                let mut overlay = Overlay::with_state(&read, std::borrow::Cow::Owned(diff), lattice);
+                for step in steps {
+                    match step {
+                        Step::Write(k, Some(v)) => {
+                            overlay.put(&key(k), &value(k, v)).unwrap();
+                            model.insert(key(k), value(k, v));
+                        }
+                        Step::Write(k, None) => {
+                            overlay.delete(&key(k)).unwrap();
+                            model.remove(&key(k));
+                        }
+                        Step::Root => {}
+                    }
+                }
+                prop_assert_eq!(overlay.root().unwrap(), lattice_of(&model).root());
+                let lattice = overlay.lattice();
+                state = (overlay.into_diff(), lattice);
+            }
+            drop(read);
+            let mut batch = store.write().unwrap();
+            batch.state_write_folded(&state.0, &state.1).unwrap();
+            batch.commit().unwrap();
+            prop_assert_eq!(store.state_root().unwrap(), lattice_of(&model).root());
+            let read = store.read().unwrap();
+            for k in 0..6 {
+                prop_assert_eq!(read.state_get(&key(k)).unwrap(), model.get(&key(k)).cloned());
+            }
         }
     }
 

@@ -5,6 +5,7 @@
 //! [`Overlay`] keeps its writes in memory over a base it only reads (the confirmed state), for
 //! speculative application: verifying a checkpoint before it is final, or the unconfirmed view.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
@@ -97,7 +98,8 @@ pub fn range_through(
 /// the writes in when the root is asked for, once per key written).
 pub struct Overlay<'b, R: StoreRead> {
     base: &'b R,
-    diff: Diff,
+    /// The state's writes over `base` (borrowed until the first write).
+    diff: Cow<'b, Diff>,
     /// The lattice as of the last fold, and the writes since (behind a lock because asking
     /// for the root folds them; writes reach it without locking).
     lattice: Mutex<(Lattice, Pending)>,
@@ -109,7 +111,7 @@ impl<'b, R: StoreRead> Overlay<'b, R> {
         Ok(Overlay {
             lattice: Mutex::new((base.state_lattice()?, Pending::default())),
             base,
-            diff: Diff::new(),
+            diff: Cow::Owned(Diff::new()),
         })
     }
 
@@ -126,6 +128,26 @@ impl<'b, R: StoreRead> Overlay<'b, R> {
         Ok(overlay)
     }
 
+    /// An overlay over `base` in the state that `diff` over `base`'s state gives, whose
+    /// lattice the caller knows already (`lattice`, as [`Overlay::lattice`] returned it for
+    /// that state): unlike [`Overlay::with_diff`], nothing is hashed again. A borrowed `diff`
+    /// is copied on the first write only.
+    pub fn with_state(base: &'b R, diff: Cow<'b, Diff>, lattice: Lattice) -> Self {
+        Overlay {
+            base,
+            diff,
+            lattice: Mutex::new((lattice, Pending::default())),
+        }
+    }
+
+    /// The lattice of the state as it is now (its root is [`StateAccess::root`]).
+    pub fn lattice(&self) -> Lattice {
+        let mut guard = self.lattice.lock().unwrap_or_else(PoisonError::into_inner);
+        let (lattice, pending) = &mut *guard;
+        pending.fold_into(lattice);
+        lattice.clone()
+    }
+
     /// The writes so far.
     pub fn diff(&self) -> &Diff {
         &self.diff
@@ -133,7 +155,7 @@ impl<'b, R: StoreRead> Overlay<'b, R> {
 
     /// Takes the writes.
     pub fn into_diff(self) -> Diff {
-        self.diff
+        self.diff.into_owned()
     }
 
     fn set(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
@@ -149,7 +171,9 @@ impl<'b, R: StoreRead> Overlay<'b, R> {
             Some(now) => *now = value.map(<[u8]>::to_vec),
             None => pending.first_write(key, old, value),
         }
-        self.diff.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+        self.diff
+            .to_mut()
+            .insert(key.to_vec(), value.map(<[u8]>::to_vec));
         Ok(())
     }
 }
@@ -183,9 +207,6 @@ impl<R: StoreRead> StateAccess for Overlay<'_, R> {
     }
 
     fn root(&self) -> Result<Hash32, StoreError> {
-        let mut guard = self.lattice.lock().unwrap_or_else(PoisonError::into_inner);
-        let (lattice, pending) = &mut *guard;
-        pending.fold_into(lattice);
-        Ok(lattice.root())
+        Ok(self.lattice().root())
     }
 }
