@@ -2,27 +2,27 @@
 //! so that the ledger's owner (a node's pump) goes on receiving, verifying and storing what
 //! peers send meanwhile (see [`super::Ledger::apply_in_background`]).
 //!
-//! It is handed one [`Job`] at a time: the ordered entries of the checkpoint, the state diff
-//! of the pending checkpoints it builds on, and its place in the order. It reads a committed
-//! snapshot of the store (an LMDB read transaction) and writes nothing: the ledger concludes
-//! the verification and stays the store's only writer. A pending checkpoint that becomes final
-//! meanwhile changes nothing the job computes: its writes are in the job's base diff as well
-//! as in the final state the snapshot may already show.
+//! It is handed one [`Job`] at a time: the ordered entries of the checkpoint, the writes of
+//! the pending checkpoints it builds on (shared, not copied) with the lattice after them, and
+//! its place in the order. It reads a committed snapshot of the store (an LMDB read
+//! transaction) and writes nothing: the ledger concludes the verification and stays the
+//! store's only writer. A pending checkpoint that becomes final meanwhile changes nothing the
+//! job computes: its writes are in the job's layers as well as in the final state the
+//! snapshot may already show.
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::thread::JoinHandle;
 
-use super::engine::{Applied, apply_on};
+use super::engine::{Applied, PendingState, apply_on};
 use super::{LedgerError, LogEntry, StateMachine};
 use crate::crypto::Hash32;
-use crate::store::{Diff, Lattice, Store};
+use crate::store::Store;
 
 /// One checkpoint's entries to apply.
 pub(super) struct Job {
-    /// The state of the pending checkpoints it builds on: their writes relative to the final
-    /// state and the lattice after them.
-    pub(super) base: Option<(Diff, Lattice)>,
+    /// The state of the pending checkpoints it builds on, if any.
+    pub(super) base: Option<PendingState>,
     /// Its entries, in order.
     pub(super) entries: Vec<LogEntry>,
     /// Its height.

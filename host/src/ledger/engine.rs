@@ -1,6 +1,5 @@
 //! The ledger engine: stores logs, proposes and verifies checkpoints, counts acks, finalises.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -13,9 +12,7 @@ use super::{
     AppliedOp, FORMAT_VERSION, LedgerError, LedgerLimits, StateMachine, merkle, order, quorum,
 };
 use crate::crypto::{Hash32, Keypair, PublicKey};
-use crate::store::{
-    Diff, Lattice, Overlay, StateAccess, StateRecord, Store, StoreError, StoreRead, Table,
-};
+use crate::store::{Diff, Lattice, Overlay, StateAccess, Store, StoreError, StoreRead, Table};
 
 /// Most entries one answer to a `WantEntries` carries (the network layer also cuts an answer
 /// to its frame limit); large answers keep a catching-up node's round trips few.
@@ -97,14 +94,12 @@ struct LogHead {
 struct Pending {
     checkpoint: Checkpoint,
     hash: Hash32,
-    /// State writes relative to the final state (cumulative over earlier pending ones): the
-    /// union of `writes` of this and every earlier pending checkpoint, rebuilt whenever one
-    /// becomes final.
-    diff: Diff,
     /// The lattice of the state after it (finalising writes it as it is).
     lattice: Lattice,
-    /// The keys this checkpoint's ops wrote, with their values after it.
-    writes: Diff,
+    /// The keys whose value this checkpoint's ops changed, with their values after it: the
+    /// state after it is these writes over those of the pending checkpoints before it, over
+    /// the final state. Shared with the overlays that build on it.
+    writes: Arc<Diff>,
     receipts: Vec<Vec<u8>>,
     position: u64,
     skipped: u64,
@@ -118,8 +113,7 @@ struct Pending {
 
 /// The result of applying a batch of entries on top of some state.
 pub(super) struct Applied {
-    diff: Diff,
-    writes: Diff,
+    writes: Arc<Diff>,
     lattice: Lattice,
     root: Hash32,
     receipts: Vec<Vec<u8>>,
@@ -133,8 +127,13 @@ struct InFlight {
     checkpoint: Checkpoint,
     /// The indexer set in force before it.
     indexers: Vec<PublicKey>,
-    /// Pending checkpoints when it was handed over (earlier ones may become final meanwhile).
-    pending_before: usize,
+}
+
+/// The state a checkpoint builds on when pending ones are below it: their writes (oldest
+/// first) over the final state, and the lattice after the last.
+pub(super) struct PendingState {
+    pub(super) layers: Vec<Arc<Diff>>,
+    pub(super) lattice: Lattice,
 }
 
 /// The tables of a ledger in its store.
@@ -204,9 +203,9 @@ pub struct Ledger<M: StateMachine> {
     unverified: BTreeMap<u64, Checkpoint>,
     early_acks: BTreeMap<u64, Vec<Ack>>,
     divergence: Option<Divergence>,
-    /// The unconfirmed view (every known entry applied): its writes over the final state and
-    /// its lattice.
-    unconfirmed: Option<(Diff, Lattice)>,
+    /// The unconfirmed view (every known entry applied): its writes over those of the
+    /// pending checkpoints, and its lattice.
+    unconfirmed: Option<(Arc<Diff>, Lattice)>,
     entry_count: u64,
     /// The thread that applies verified checkpoints' entries, when the owner asked for one
     /// ([`Ledger::apply_in_background`]); otherwise they are applied on the caller's thread.
@@ -360,17 +359,9 @@ impl<M: StateMachine> Ledger<M> {
                 break;
             };
             // A failure leaves the checkpoint unverified: the next advance hands it over again.
-            let mut applied = result?;
-            if self.pending.len() != flight.pending_before {
-                // Earlier pending checkpoints became final meanwhile: the diff is rebuilt
-                // relative to the new final state, as `finalise_first` does for the others.
-                let mut diff = Diff::new();
-                for pending in &self.pending {
-                    diff.extend(pending.writes.iter().map(|(k, v)| (k.clone(), v.clone())));
-                }
-                diff.extend(applied.writes.iter().map(|(k, v)| (k.clone(), v.clone())));
-                applied.diff = diff;
-            }
+            // Pending checkpoints below it that became final meanwhile change nothing: its
+            // writes and lattice do not depend on which of them are final.
+            let applied = result?;
             let height = flight.checkpoint.body.height;
             match self.conclude(&flight.checkpoint, applied, flight.indexers)? {
                 Verification::Accepted(messages) => {
@@ -468,8 +459,10 @@ impl<M: StateMachine> Ledger<M> {
         if self.unconfirmed.is_none() {
             self.unconfirmed = Some(self.compute_unconfirmed(&read)?);
         }
-        let (diff, lattice) = self.unconfirmed.as_ref().expect("set above");
-        let overlay = Overlay::with_state(&read, Cow::Borrowed(diff), lattice.clone());
+        let (writes, lattice) = self.unconfirmed.as_ref().expect("set above");
+        let mut layers: Vec<Arc<Diff>> = self.pending.iter().map(|p| p.writes.clone()).collect();
+        layers.push(writes.clone());
+        let overlay = Overlay::with_layers(&read, layers, lattice.clone());
         Ok(f(&overlay, &self.machine))
     }
 
@@ -763,7 +756,7 @@ impl<M: StateMachine> Ledger<M> {
     fn apply<R: StoreRead>(
         &self,
         read: &R,
-        base: Option<(Diff, Lattice)>,
+        base: Option<PendingState>,
         entries: &[&LogEntry],
         height: u64,
         time: u64,
@@ -783,10 +776,11 @@ impl<M: StateMachine> Ledger<M> {
 
     /// The state of the latest pending checkpoint (its writes relative to the final state and
     /// its lattice), if any: what the next checkpoint builds on.
-    fn pending_state(&self) -> Option<(Diff, Lattice)> {
-        self.pending
-            .last()
-            .map(|p| (p.diff.clone(), p.lattice.clone()))
+    fn pending_state(&self) -> Option<PendingState> {
+        self.pending.last().map(|last| PendingState {
+            layers: self.pending.iter().map(|p| p.writes.clone()).collect(),
+            lattice: last.lattice.clone(),
+        })
     }
 
     /// The indexer set after the latest verified checkpoint (who must sign the next one).
@@ -928,7 +922,6 @@ impl<M: StateMachine> Ledger<M> {
         acks.insert(checkpoint.body.sequencer);
         self.pending.push(Pending {
             hash,
-            diff: applied.diff,
             lattice: applied.lattice,
             writes: applied.writes,
             receipts: applied.receipts,
@@ -1181,7 +1174,6 @@ impl<M: StateMachine> Ledger<M> {
             self.in_flight = Some(InFlight {
                 checkpoint: checkpoint.clone(),
                 indexers,
-                pending_before: self.pending.len(),
             });
             return Ok(Verification::Applying);
         }
@@ -1333,7 +1325,8 @@ impl<M: StateMachine> Ledger<M> {
         let mut batch = self.store.write()?;
         // The lattice was computed when the checkpoint was applied (and its root checked):
         // the records are written as they are, not hashed again.
-        batch.state_write_folded(&pending.diff, &pending.lattice)?;
+        // The lowest pending checkpoint's writes are relative to the final state.
+        batch.state_write_folded(&pending.writes, &pending.lattice)?;
         let root = pending.lattice.root();
         for (index, receipt) in pending.receipts.iter().enumerate() {
             batch.put(
@@ -1369,12 +1362,6 @@ impl<M: StateMachine> Ledger<M> {
         batch.put(&self.tables.meta, &FINAL_KEY.to_string(), &info)?;
         batch.commit()?;
         self.pending.remove(0);
-        // The remaining pending states, now relative to the new final state.
-        let mut diff = Diff::new();
-        for pending in &mut self.pending {
-            diff.extend(pending.writes.iter().map(|(k, v)| (k.clone(), v.clone())));
-            pending.diff = diff.clone();
-        }
         let height = info.height;
         self.final_info = info;
         self.early_acks.retain(|h, _| *h > height);
@@ -1387,7 +1374,10 @@ impl<M: StateMachine> Ledger<M> {
         Ok(())
     }
 
-    fn compute_unconfirmed<R: StoreRead>(&self, read: &R) -> Result<(Diff, Lattice), LedgerError> {
+    fn compute_unconfirmed<R: StoreRead>(
+        &self,
+        read: &R,
+    ) -> Result<(Arc<Diff>, Lattice), LedgerError> {
         let entries = self.candidates(usize::MAX)?;
         let Tip {
             height,
@@ -1404,7 +1394,7 @@ impl<M: StateMachine> Ledger<M> {
             time,
             position,
         )?;
-        Ok((applied.diff, applied.lattice))
+        Ok((applied.writes, applied.lattice))
     }
 
     /// The receipts of a final checkpoint, in order.
@@ -1434,59 +1424,42 @@ impl<M: StateMachine> Ledger<M> {
     }
 }
 
-/// Applies `entries` (already ordered) on top of `base_diff` over the final state in `read`
-/// (the work of verifying or proposing a checkpoint, on the ledger's thread or the applier's).
+/// Applies `entries` (already ordered) on top of `base` over the final state in `read` (the
+/// work of verifying or proposing a checkpoint, on the ledger's thread or the applier's).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn apply_on<M: StateMachine, R: StoreRead>(
     machine: &M,
     network: &Hash32,
     read: &R,
-    base: Option<(Diff, Lattice)>,
+    base: Option<PendingState>,
     entries: &[&LogEntry],
     height: u64,
     time: u64,
     position: u64,
 ) -> Result<Applied, LedgerError> {
     let mut overlay = match base {
-        Some((diff, lattice)) => Overlay::with_state(read, Cow::Owned(diff), lattice),
+        Some(PendingState { layers, lattice }) => Overlay::with_layers(read, layers, lattice),
         None => Overlay::new(read)?,
     };
-    let mut written = BTreeSet::new();
-    let mut recorder = Recorder {
-        state: &mut overlay,
-        written: &mut written,
-    };
-    let batch = apply_entries(
+    let AppliedBatch {
+        receipts,
+        position,
+        skipped,
+    } = apply_entries(
         machine,
         network,
-        &mut recorder,
+        &mut overlay,
         entries,
         height,
         time,
         position,
     )?;
-    let AppliedBatch {
-        receipts,
-        position,
-        skipped,
-    } = batch;
     let indexers_after = machine.indexers(&overlay)?;
-    let mut writes = Diff::new();
-    for key in written {
-        let value = crate::store::StateView::get(&overlay, &key)?;
-        writes.insert(key, value);
-    }
     let lattice = overlay.lattice();
-    // The base's writes and these: the diff keeps every key of the base's diff, as it is
-    // applied again once earlier pending checkpoints are final and the final state may then
-    // differ there.
-    let mut diff = overlay.into_diff();
-    diff.extend(writes.iter().map(|(k, v)| (k.clone(), v.clone())));
     Ok(Applied {
         root: lattice.root(),
         lattice,
-        diff,
-        writes,
+        writes: Arc::new(overlay.into_diff()),
         receipts,
         position,
         skipped,
@@ -1589,42 +1562,6 @@ pub(super) fn apply_prepared_entries<M: StateMachine>(
         position,
         skipped,
     })
-}
-
-/// Passes a state machine's reads and writes through, recording the keys it writes.
-struct Recorder<'a, S: StateAccess> {
-    state: &'a mut S,
-    written: &'a mut BTreeSet<Vec<u8>>,
-}
-
-impl<S: StateAccess> crate::store::StateView for Recorder<'_, S> {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.state.get(key)
-    }
-    fn range(
-        &self,
-        start: &[u8],
-        end: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<StateRecord>, StoreError> {
-        self.state.range(start, end, limit)
-    }
-}
-
-impl<S: StateAccess> StateAccess for Recorder<'_, S> {
-    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.state.put(key, value)?;
-        self.written.insert(key.to_vec());
-        Ok(())
-    }
-    fn delete(&mut self, key: &[u8]) -> Result<(), StoreError> {
-        self.state.delete(key)?;
-        self.written.insert(key.to_vec());
-        Ok(())
-    }
-    fn root(&self) -> Result<Hash32, StoreError> {
-        self.state.root()
-    }
 }
 
 /// The outcome of adopting a writer's other branch.

@@ -769,6 +769,7 @@ impl WriteBatch<'_> {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::sync::Arc;
 
     use proptest::prelude::*;
 
@@ -900,12 +901,13 @@ mod tests {
             prop_assert_eq!(overlay.root().unwrap(), lattice_of(&model).root());
         }
 
-        /// An overlay continued from another's diff and lattice ([`Overlay::with_state`]) has
-        /// the root of the records, and a batch that takes that diff and lattice as they are
-        /// ([`WriteBatch::state_write_folded`]) commits the same records and root (debug
-        /// builds also check it against the lattice the writes give).
+        /// Overlays stacked on the writes of earlier ones ([`Overlay::with_layers`]) read
+        /// through them and have the root of the records; a batch that takes the lowest
+        /// layer's writes and lattice as they are ([`WriteBatch::state_write_folded`]) commits
+        /// that state, and the layers above then read the same over the new committed state
+        /// (debug builds also check the lattice against the one the writes give).
         #[test]
-        fn overlay_state_carries_on_and_commits_as_it_is(
+        fn layered_overlays_read_through_and_commit_as_they_are(
             base in steps(6),
             first in steps(6),
             second in steps(6),
@@ -921,10 +923,11 @@ mod tests {
             }
             batch.commit().unwrap();
             let read = store.read().unwrap();
-            let mut state = (Diff::new(), Overlay::new(&read).unwrap().lattice());
+            let mut layers: Vec<Arc<Diff>> = Vec::new();
+            let mut lattice = Overlay::new(&read).unwrap().lattice();
+            let mut models = Vec::new();
             for steps in [first, second] {
-                let (diff, lattice) = state;
-                let mut overlay = Overlay::with_state(&read, std::borrow::Cow::Owned(diff), lattice);
+                let mut overlay = Overlay::with_layers(&read, layers.clone(), lattice.clone());
                 for step in steps {
                     match step {
                         Step::Write(k, Some(v)) => {
@@ -935,22 +938,36 @@ mod tests {
                             overlay.delete(&key(k)).unwrap();
                             model.remove(&key(k));
                         }
-                        Step::Root => {}
+                        Step::Root => {
+                            let all = overlay.range(b"key/", None, 100).unwrap();
+                            let expected: Vec<_> = model.clone().into_iter().collect();
+                            prop_assert_eq!(all, expected);
+                        }
                     }
                 }
                 prop_assert_eq!(overlay.root().unwrap(), lattice_of(&model).root());
-                let lattice = overlay.lattice();
-                state = (overlay.into_diff(), lattice);
+                lattice = overlay.lattice();
+                models.push((model.clone(), lattice.clone()));
+                layers.push(Arc::new(overlay.into_diff()));
             }
             drop(read);
+            // The lowest layer becomes the committed state.
             let mut batch = store.write().unwrap();
-            batch.state_write_folded(&state.0, &state.1).unwrap();
+            batch.state_write_folded(&layers[0], &models[0].1).unwrap();
             batch.commit().unwrap();
-            prop_assert_eq!(store.state_root().unwrap(), lattice_of(&model).root());
+            prop_assert_eq!(store.state_root().unwrap(), lattice_of(&models[0].0).root());
             let read = store.read().unwrap();
             for k in 0..6 {
-                prop_assert_eq!(read.state_get(&key(k)).unwrap(), model.get(&key(k)).cloned());
+                prop_assert_eq!(read.state_get(&key(k)).unwrap(), models[0].0.get(&key(k)).cloned());
             }
+            // The top layer over the new committed state reads the final model.
+            let overlay = Overlay::with_layers(&read, layers[1..].to_vec(), lattice.clone());
+            for k in 0..6 {
+                prop_assert_eq!(overlay.get(&key(k)).unwrap(), model.get(&key(k)).cloned());
+            }
+            let all = overlay.range(b"key/", None, 100).unwrap();
+            prop_assert_eq!(all, model.clone().into_iter().collect::<Vec<_>>());
+            prop_assert_eq!(overlay.root().unwrap(), lattice_of(&model).root());
         }
     }
 

@@ -5,9 +5,9 @@
 //! [`Overlay`] keeps its writes in memory over a base it only reads (the confirmed state), for
 //! speculative application: verifying a checkpoint before it is final, or the unconfirmed view.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::sync::{Mutex, PoisonError};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::lattice::Pending;
 use super::{Lattice, StateRecord, StoreError, StoreRead, WriteBatch};
@@ -74,14 +74,20 @@ pub fn range_through(
     end: Option<&[u8]>,
     limit: usize,
 ) -> Result<Vec<StateRecord>, StoreError> {
-    let in_range = |k: &[u8]| k >= start && end.is_none_or(|e| k < e);
+    // The diff's keys in range (a range of the map, not a scan of it).
+    let upper = match end {
+        Some(end) if end <= start => return Ok(Vec::new()),
+        Some(end) => Bound::Excluded(end),
+        None => Bound::Unbounded,
+    };
+    let written = || diff.range::<[u8], _>((Bound::Included(start), upper));
     // Deleted keys in range can hide base records: fetch that many more.
-    let hidden = diff.keys().filter(|k| in_range(k)).count();
+    let hidden = written().filter(|(_, v)| v.is_none()).count();
     let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = base
         .range(start, end, limit.saturating_add(hidden))?
         .into_iter()
         .collect();
-    for (key, value) in diff.iter().filter(|(k, _)| in_range(k)) {
+    for (key, value) in written() {
         match value {
             Some(value) => {
                 merged.insert(key.clone(), value.clone());
@@ -94,12 +100,53 @@ pub fn range_through(
     Ok(merged.into_iter().take(limit).collect())
 }
 
+/// The state below an overlay's own writes: the writes of `layers` (newest last) over `base`.
+struct Below<'a, R: StoreRead> {
+    base: &'a R,
+    layers: &'a [Arc<Diff>],
+}
+
+impl<R: StoreRead> StateView for Below<'_, R> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        for layer in self.layers.iter().rev() {
+            if let Some(value) = layer.get(key) {
+                return Ok(value.clone());
+            }
+        }
+        self.base.state_get(key)
+    }
+
+    fn range(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<StateRecord>, StoreError> {
+        match self.layers.split_last() {
+            None => self.base.state_range(start, end, limit),
+            Some((top, layers)) => {
+                let below = Below {
+                    base: self.base,
+                    layers,
+                };
+                range_through(&below, top, start, end, limit)
+            }
+        }
+    }
+}
+
 /// In-memory writes over a read-only base, with the root kept up to date (the lattice takes
 /// the writes in when the root is asked for, once per key written).
+///
+/// The base may carry layers of earlier writes (for example those of the pending checkpoints
+/// the next one builds on, [`Overlay::with_layers`]): they are read through, shared, never
+/// copied, and the overlay's own writes ([`Overlay::diff`]) are only those made on it.
 pub struct Overlay<'b, R: StoreRead> {
     base: &'b R,
-    /// The state's writes over `base` (borrowed until the first write).
-    diff: Cow<'b, Diff>,
+    /// Writes over `base` that this overlay starts from, oldest first.
+    layers: Vec<Arc<Diff>>,
+    /// The writes made on this overlay (only the keys whose value changed).
+    diff: Diff,
     /// The lattice as of the last fold, and the writes since (behind a lock because asking
     /// for the root folds them; writes reach it without locking).
     lattice: Mutex<(Lattice, Pending)>,
@@ -111,7 +158,8 @@ impl<'b, R: StoreRead> Overlay<'b, R> {
         Ok(Overlay {
             lattice: Mutex::new((base.state_lattice()?, Pending::default())),
             base,
-            diff: Cow::Owned(Diff::new()),
+            layers: Vec::new(),
+            diff: Diff::new(),
         })
     }
 
@@ -128,14 +176,14 @@ impl<'b, R: StoreRead> Overlay<'b, R> {
         Ok(overlay)
     }
 
-    /// An overlay over `base` in the state that `diff` over `base`'s state gives, whose
-    /// lattice the caller knows already (`lattice`, as [`Overlay::lattice`] returned it for
-    /// that state): unlike [`Overlay::with_diff`], nothing is hashed again. A borrowed `diff`
-    /// is copied on the first write only.
-    pub fn with_state(base: &'b R, diff: Cow<'b, Diff>, lattice: Lattice) -> Self {
+    /// An overlay over the state that the writes of `layers` (oldest first) give over
+    /// `base`'s, whose lattice the caller knows already (`lattice`, as [`Overlay::lattice`]
+    /// returned it for that state): unlike [`Overlay::with_diff`], nothing is hashed or copied.
+    pub fn with_layers(base: &'b R, layers: Vec<Arc<Diff>>, lattice: Lattice) -> Self {
         Overlay {
             base,
-            diff,
+            layers,
+            diff: Diff::new(),
             lattice: Mutex::new((lattice, Pending::default())),
         }
     }
@@ -148,14 +196,22 @@ impl<'b, R: StoreRead> Overlay<'b, R> {
         lattice.clone()
     }
 
-    /// The writes so far.
+    /// The writes made on this overlay (not those of its layers): each key whose value
+    /// changed, with its value now (`None`: deleted).
     pub fn diff(&self) -> &Diff {
         &self.diff
     }
 
-    /// Takes the writes.
+    /// Takes the writes made on this overlay.
     pub fn into_diff(self) -> Diff {
-        self.diff.into_owned()
+        self.diff
+    }
+
+    fn below(&self) -> Below<'_, R> {
+        Below {
+            base: self.base,
+            layers: &self.layers,
+        }
     }
 
     fn set(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
@@ -171,9 +227,7 @@ impl<'b, R: StoreRead> Overlay<'b, R> {
             Some(now) => *now = value.map(<[u8]>::to_vec),
             None => pending.first_write(key, old, value),
         }
-        self.diff
-            .to_mut()
-            .insert(key.to_vec(), value.map(<[u8]>::to_vec));
+        self.diff.insert(key.to_vec(), value.map(<[u8]>::to_vec));
         Ok(())
     }
 }
@@ -182,7 +236,7 @@ impl<R: StoreRead> StateView for Overlay<'_, R> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         match self.diff.get(key) {
             Some(value) => Ok(value.clone()),
-            None => self.base.state_get(key),
+            None => self.below().get(key),
         }
     }
 
@@ -192,7 +246,7 @@ impl<R: StoreRead> StateView for Overlay<'_, R> {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<StateRecord>, StoreError> {
-        range_through(self.base, &self.diff, start, end, limit)
+        range_through(&self.below(), &self.diff, start, end, limit)
     }
 }
 
