@@ -1501,8 +1501,15 @@ pub(super) struct AppliedBatch {
     pub skipped: u64,
 }
 
+/// Entries whose ops are prepared together ([`StateMachine::prepare`]) while the entries
+/// before them are applied.
+const PREPARE_CHUNK: usize = 1_000;
+
 /// Applies `entries` (already ordered) to `state`: membership checked per entry, every op of
-/// a member's entry applied with its position. The machine may batch-verify first.
+/// a member's entry applied with its position. The machine may batch-verify first: the ops of
+/// the first [`PREPARE_CHUNK`] entries are prepared, then each next chunk's on a thread of its
+/// own while this one applies the chunk before (preparing only fills the machine's caches, so
+/// what is applied does not depend on it).
 pub(super) fn apply_entries<M: StateMachine>(
     machine: &M,
     network: &Hash32,
@@ -1512,12 +1519,39 @@ pub(super) fn apply_entries<M: StateMachine>(
     time: u64,
     position: u64,
 ) -> Result<AppliedBatch, LedgerError> {
-    let all_ops: Vec<&[u8]> = entries
-        .iter()
-        .flat_map(|e| e.body.ops.iter().map(|op| op.as_slice()))
-        .collect();
-    machine.prepare(&all_ops);
-    apply_prepared_entries(machine, network, state, entries, height, time, position)
+    let prepare = |chunk: &[&LogEntry]| {
+        let ops: Vec<&[u8]> = chunk
+            .iter()
+            .flat_map(|e| e.body.ops.iter().map(|op| op.as_slice()))
+            .collect();
+        machine.prepare(&ops);
+    };
+    let mut chunks = entries.chunks(PREPARE_CHUNK).peekable();
+    let mut batch = AppliedBatch {
+        receipts: Vec::new(),
+        position,
+        skipped: 0,
+    };
+    if let Some(first) = chunks.peek() {
+        prepare(first);
+    }
+    while let Some(chunk) = chunks.next() {
+        let next = chunks.peek().copied();
+        let applied = std::thread::scope(|scope| {
+            // No thread to be had: the next chunk is verified singly as it is applied.
+            let _preparer = next.and_then(|next| {
+                std::thread::Builder::new()
+                    .name("ledger-prepare".into())
+                    .spawn_scoped(scope, move || prepare(next))
+                    .ok()
+            });
+            apply_prepared_entries(machine, network, state, chunk, height, time, batch.position)
+        })?;
+        batch.receipts.extend(applied.receipts);
+        batch.position = applied.position;
+        batch.skipped += applied.skipped;
+    }
+    Ok(batch)
 }
 
 /// [`apply_entries`] of entries whose ops the machine has prepared already (a replay

@@ -115,7 +115,8 @@ pub struct AppliedOp<'a> {
 
 /// The rules a ledger applies: genesis, membership, the indexer set and the ops themselves.
 /// Implementations must be deterministic: same state and op in, same writes and receipt out.
-pub trait StateMachine {
+/// They are shared between threads (ops are prepared on one while others are applied).
+pub trait StateMachine: Sync {
     /// Writes the genesis state (height 0).
     fn genesis(&self, state: &mut dyn StateAccess) -> Result<(), StoreError>;
 
