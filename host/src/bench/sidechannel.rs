@@ -12,7 +12,8 @@
 //!   where `t` is the wall-clock time (ns since the epoch) read just before `Engine::send`, so
 //!   the latency includes signing and proof of work. The sender's engine signs (and solves the
 //!   proof of work inline), [`NetHandle::sidechannel_send`] queues the frame. Both sides run on
-//!   tokio worker tasks of a multi-thread runtime, as the node's sidechannel service does.
+//!   tokio worker tasks of the runtime a node runs on ([`crate::node::runtime`]), as the
+//!   node's sidechannel service does.
 //! - **One-way latency**: the receiver's engine checks every frame (size, rate, encoding,
 //!   time window, duplicates, proof of work, the author's signature) in
 //!   [`Engine::receive`]; for every delivery it reads the same clock (both processes run on one
@@ -184,12 +185,9 @@ struct Probe {
     t: u64,
 }
 
-/// A tokio runtime for either process.
+/// A tokio runtime for either process: the one a node runs on.
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+    crate::node::runtime().context("cannot start the async runtime")
 }
 
 /// Starts the network of one side on 127.0.0.1; `inbound` receives the sidechannel frames.

@@ -97,10 +97,7 @@ pub(super) fn node_config(flags: &RunFlags, passphrase: &str) -> anyhow::Result<
 
 /// The runtime `trac run` builds.
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+    crate::node::runtime().context("cannot start the async runtime")
 }
 
 /// The node's bound listen addresses, asked every millisecond until there are some (at most

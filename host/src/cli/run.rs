@@ -413,10 +413,7 @@ fn run_node(
     node_config.protocol_version = protocol_version;
     node_config.timer = timer;
     node_config.dial_discovered = dial_discovered;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = crate::node::runtime().context("cannot start the async runtime")?;
     // The node runs on a thread with room for contract calls (the runtime::CALL_THREAD_STACK
     // note): its pump applies ops and answers queries.
     std::thread::scope(|scope| {
