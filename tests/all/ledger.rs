@@ -881,6 +881,49 @@ fn checkpoints_applied_in_the_background_end_where_applied_in_place() {
     }
 }
 
+/// A checkpoint of more entries than are prepared at once (the next chunk's ops are prepared
+/// on another thread while the chunk before is applied) ends at the proposer's root, applied
+/// in place or on the applier thread.
+#[test]
+fn a_checkpoint_of_many_entries_applies_the_same_chunk_by_chunk() {
+    let (ka, kb, ko) = (key(1), key(2), key(9));
+    let mut a = node(&ka, &ka);
+    let mut b = node(&kb, &ka);
+    let mut o = node(&ko, &ka);
+    let (done, applied) = std::sync::mpsc::channel();
+    o.ledger
+        .apply_in_background(move || {
+            let _ = done.send(());
+        })
+        .unwrap();
+    let mut stream = Vec::new();
+    for i in 0..2_500u32 {
+        let e = a
+            .ledger
+            .append(vec![put(&format!("k/{}", i % 700), &i.to_string())])
+            .unwrap();
+        stream.push(Message::Entry(e));
+    }
+    stream.extend(a.ledger.propose(5_000).unwrap());
+    assert_eq!(a.final_height(), 1);
+    b.feed(&stream);
+    o.feed(&stream);
+    while o.latest_height() < 1 {
+        applied
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the applier reports");
+        o.ledger.take_applied().unwrap();
+    }
+    let root = a.ledger.status().final_root;
+    for n in [&b, &o] {
+        assert_eq!(n.final_height(), 1);
+        assert_eq!(n.ledger.status().final_root, root);
+        assert_eq!(n.ledger.status().position, a.ledger.status().position);
+        assert_eq!(n.ledger.receipts(1).unwrap(), a.ledger.receipts(1).unwrap());
+    }
+    assert_eq!(o.get(true, "app/k/699"), Some(b"2099".to_vec()));
+}
+
 /// Regression: a pending checkpoint's state is kept as writes over the final state; verifying
 /// the next checkpoint after only some pending ones became final must still start from the
 /// right state (a key added in 2 and removed in 3 must stay removed for 5 once 2 is final).
