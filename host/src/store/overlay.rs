@@ -5,7 +5,7 @@
 //! [`Overlay`] keeps its writes in memory over a base it only reads (the confirmed state), for
 //! speculative application: verifying a checkpoint before it is final, or the unconfirmed view.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -104,6 +104,46 @@ pub fn range_through(
 struct Below<'a, R: StoreRead> {
     base: &'a R,
     layers: &'a [Arc<Diff>],
+    /// Values read from `base` (a snapshot: they do not change), when the overlay keeps them.
+    reads: Option<&'a Mutex<ReadCache>>,
+}
+
+/// Most values of the base an overlay keeps.
+const MAX_CACHED_READS: usize = 2_048;
+/// Longest value of the base an overlay keeps.
+const MAX_CACHED_VALUE: usize = 1_024;
+
+/// Values an overlay read from its base, kept for the next reads of the same keys: applying a
+/// checkpoint reads the same few keys for every op (the writer's membership, the admin, the
+/// switches, the contract), each a B-tree descent in LMDB otherwise. Bounded: once full, new
+/// keys are read from the base each time.
+#[derive(Default)]
+struct ReadCache {
+    values: HashMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<R: StoreRead> Below<'_, R> {
+    fn base_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(reads) = self.reads else {
+            return self.base.state_get(key);
+        };
+        if let Some(value) = reads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values
+            .get(key)
+        {
+            return Ok(value.clone());
+        }
+        let value = self.base.state_get(key)?;
+        if value.as_ref().is_none_or(|v| v.len() <= MAX_CACHED_VALUE) {
+            let mut reads = reads.lock().unwrap_or_else(PoisonError::into_inner);
+            if reads.values.len() < MAX_CACHED_READS {
+                reads.values.insert(key.to_vec(), value.clone());
+            }
+        }
+        Ok(value)
+    }
 }
 
 impl<R: StoreRead> StateView for Below<'_, R> {
@@ -113,7 +153,7 @@ impl<R: StoreRead> StateView for Below<'_, R> {
                 return Ok(value.clone());
             }
         }
-        self.base.state_get(key)
+        self.base_get(key)
     }
 
     fn range(
@@ -128,6 +168,7 @@ impl<R: StoreRead> StateView for Below<'_, R> {
                 let below = Below {
                     base: self.base,
                     layers,
+                    reads: None,
                 };
                 range_through(&below, top, start, end, limit)
             }
@@ -150,6 +191,8 @@ pub struct Overlay<'b, R: StoreRead> {
     /// The lattice as of the last fold, and the writes since (behind a lock because asking
     /// for the root folds them; writes reach it without locking).
     lattice: Mutex<(Lattice, Pending)>,
+    /// Values read from `base`, kept for the next reads (behind a lock: reads take `&self`).
+    reads: Mutex<ReadCache>,
 }
 
 impl<'b, R: StoreRead> Overlay<'b, R> {
@@ -160,6 +203,7 @@ impl<'b, R: StoreRead> Overlay<'b, R> {
             base,
             layers: Vec::new(),
             diff: Diff::new(),
+            reads: Mutex::default(),
         })
     }
 
@@ -185,6 +229,7 @@ impl<'b, R: StoreRead> Overlay<'b, R> {
             layers,
             diff: Diff::new(),
             lattice: Mutex::new((lattice, Pending::default())),
+            reads: Mutex::default(),
         }
     }
 
@@ -211,11 +256,28 @@ impl<'b, R: StoreRead> Overlay<'b, R> {
         Below {
             base: self.base,
             layers: &self.layers,
+            reads: Some(&self.reads),
         }
     }
 
     fn set(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
-        let old = self.get(key)?;
+        let (_, pending) = self
+            .lattice
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Written since the last fold (a counter, say): the pending write holds the value now,
+        // the same as the diff, so neither the diff nor the layers below are read.
+        if let Some(now) = pending.now_mut(key) {
+            if now.as_deref() != value {
+                *now = value.map(<[u8]>::to_vec);
+                self.diff.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+            }
+            return Ok(());
+        }
+        let old = match self.diff.get(key) {
+            Some(old) => old.clone(),
+            None => self.below().get(key)?,
+        };
         if old.as_deref() == value {
             return Ok(());
         }
@@ -223,10 +285,7 @@ impl<'b, R: StoreRead> Overlay<'b, R> {
             .lattice
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner);
-        match pending.now_mut(key) {
-            Some(now) => *now = value.map(<[u8]>::to_vec),
-            None => pending.first_write(key, old, value),
-        }
+        pending.first_write(key, old, value);
         self.diff.insert(key.to_vec(), value.map(<[u8]>::to_vec));
         Ok(())
     }
