@@ -957,6 +957,12 @@ impl Node {
         // The creator's first entries go out as soon as peers ask (sync), and now.
         self.announce_tips();
         loop {
+            // A checkpoint the applier has finished is concluded before anything else is
+            // taken (`select!` picks among ready branches at random): the applier waits for
+            // the next one meanwhile.
+            while let Ok(network) = applied.try_recv() {
+                self.take_applied(network, &answers_tx);
+            }
             tokio::select! {
                 _ = &mut stop => break,
                 event = self.events.recv() => match event {
