@@ -817,6 +817,36 @@ fn pipelined_checkpoints_finalise_in_order() {
     }
 }
 
+/// A node whose ledger applies checkpoints on its applier thread; the receiver hears of each
+/// applied checkpoint.
+fn applying_node(k: &Keypair, admin: &Keypair) -> (Node, std::sync::mpsc::Receiver<()>) {
+    let mut n = node(k, admin);
+    let (done, applied) = std::sync::mpsc::channel();
+    n.ledger
+        .apply_in_background(move || {
+            let _ = done.send(());
+        })
+        .unwrap();
+    (n, applied)
+}
+
+/// Waits for the applier until `n` has verified `height`, concluding what it applied; returns
+/// the messages concluding gave.
+fn wait_applied(
+    n: &mut Node,
+    applied: &std::sync::mpsc::Receiver<()>,
+    height: u64,
+) -> Vec<Message> {
+    let mut out = Vec::new();
+    while n.latest_height() < height {
+        applied
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the applier reports");
+        out.extend(n.ledger.take_applied().unwrap());
+    }
+    out
+}
+
 /// A ledger that applies checkpoints on its applier thread ends where one applying them in
 /// place does, also when an earlier pending checkpoint becomes final while the next one is
 /// being applied, and it proposes nothing and reports the older height meanwhile.
@@ -825,22 +855,9 @@ fn checkpoints_applied_in_the_background_end_where_applied_in_place() {
     let (ka, kb, kc, ko) = (key(1), key(2), key(3), key(9));
     let mut a = node(&ka, &ka);
     let mut b = node(&kb, &ka);
-    let mut o = node(&ko, &ka);
-    let (done, applied) = std::sync::mpsc::channel();
-    o.ledger
-        .apply_in_background(move || {
-            let _ = done.send(());
-        })
-        .unwrap();
-    // Waits for the applier until `o` has verified `height`, concluding what it applied.
-    let wait = |o: &mut Node, height: u64| {
-        while o.latest_height() < height {
-            applied
-                .recv_timeout(std::time::Duration::from_secs(30))
-                .expect("the applier reports");
-            assert!(acks(&o.ledger.take_applied().unwrap()).is_empty());
-        }
-    };
+    let (mut o, applied) = applying_node(&ko, &ka);
+    let wait =
+        |o: &mut Node, height: u64| assert!(acks(&wait_applied(o, &applied, height)).is_empty());
     let first = install_indexers(&mut a, &[&ka, &kb, &kc]);
     b.feed(&first);
     o.feed(&first);
@@ -889,13 +906,7 @@ fn a_checkpoint_of_many_entries_applies_the_same_chunk_by_chunk() {
     let (ka, kb, ko) = (key(1), key(2), key(9));
     let mut a = node(&ka, &ka);
     let mut b = node(&kb, &ka);
-    let mut o = node(&ko, &ka);
-    let (done, applied) = std::sync::mpsc::channel();
-    o.ledger
-        .apply_in_background(move || {
-            let _ = done.send(());
-        })
-        .unwrap();
+    let (mut o, applied) = applying_node(&ko, &ka);
     let mut stream = Vec::new();
     for i in 0..2_500u32 {
         let e = a
@@ -908,12 +919,7 @@ fn a_checkpoint_of_many_entries_applies_the_same_chunk_by_chunk() {
     assert_eq!(a.final_height(), 1);
     b.feed(&stream);
     o.feed(&stream);
-    while o.latest_height() < 1 {
-        applied
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .expect("the applier reports");
-        o.ledger.take_applied().unwrap();
-    }
+    wait_applied(&mut o, &applied, 1);
     let root = a.ledger.status().final_root;
     for n in [&b, &o] {
         assert_eq!(n.final_height(), 1);

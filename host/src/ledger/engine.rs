@@ -774,8 +774,8 @@ impl<M: StateMachine> Ledger<M> {
         )
     }
 
-    /// The state of the latest pending checkpoint (its writes relative to the final state and
-    /// its lattice), if any: what the next checkpoint builds on.
+    /// The state after the latest pending checkpoint, if any (the writes of every pending
+    /// checkpoint, oldest first, and the latest one's lattice): what the next one builds on.
     fn pending_state(&self) -> Option<PendingState> {
         self.pending.last().map(|last| PendingState {
             layers: self.pending.iter().map(|p| p.writes.clone()).collect(),
@@ -1323,9 +1323,9 @@ impl<M: StateMachine> Ledger<M> {
         let pending = &self.pending[0];
         let body = &pending.checkpoint.body;
         let mut batch = self.store.write()?;
-        // The lattice was computed when the checkpoint was applied (and its root checked):
-        // the records are written as they are, not hashed again.
-        // The lowest pending checkpoint's writes are relative to the final state.
+        // The lowest pending checkpoint's writes are relative to the final state, and its
+        // lattice was computed when it was applied (its root checked then): the records are
+        // written as they are, not hashed again.
         batch.state_write_folded(&pending.writes, &pending.lattice)?;
         let root = pending.lattice.root();
         for (index, receipt) in pending.receipts.iter().enumerate() {

@@ -809,6 +809,26 @@ mod tests {
         vec![k, v, 7]
     }
 
+    /// Applies a write step to `state` and to `model`; false for a root step.
+    fn write(
+        state: &mut dyn StateAccess,
+        model: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+        step: &Step,
+    ) -> bool {
+        match *step {
+            Step::Write(k, Some(v)) => {
+                state.put(&key(k), &value(k, v)).unwrap();
+                model.insert(key(k), value(k, v));
+            }
+            Step::Write(k, None) => {
+                state.delete(&key(k)).unwrap();
+                model.remove(&key(k));
+            }
+            Step::Root => return false,
+        }
+        true
+    }
+
     fn open() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let options = StoreOptions {
@@ -884,18 +904,8 @@ mod tests {
             let read = store.read().unwrap();
             let mut overlay = Overlay::new(&read).unwrap();
             for step in writes {
-                match step {
-                    Step::Write(k, Some(v)) => {
-                        overlay.put(&key(k), &value(k, v)).unwrap();
-                        model.insert(key(k), value(k, v));
-                    }
-                    Step::Write(k, None) => {
-                        overlay.delete(&key(k)).unwrap();
-                        model.remove(&key(k));
-                    }
-                    Step::Root => {
-                        prop_assert_eq!(overlay.root().unwrap(), lattice_of(&model).root());
-                    }
+                if !write(&mut overlay, &mut model, &step) {
+                    prop_assert_eq!(overlay.root().unwrap(), lattice_of(&model).root());
                 }
             }
             prop_assert_eq!(overlay.root().unwrap(), lattice_of(&model).root());
@@ -929,20 +939,10 @@ mod tests {
             for steps in [first, second] {
                 let mut overlay = Overlay::with_layers(&read, layers.clone(), lattice.clone());
                 for step in steps {
-                    match step {
-                        Step::Write(k, Some(v)) => {
-                            overlay.put(&key(k), &value(k, v)).unwrap();
-                            model.insert(key(k), value(k, v));
-                        }
-                        Step::Write(k, None) => {
-                            overlay.delete(&key(k)).unwrap();
-                            model.remove(&key(k));
-                        }
-                        Step::Root => {
-                            let all = overlay.range(b"key/", None, 100).unwrap();
-                            let expected: Vec<_> = model.clone().into_iter().collect();
-                            prop_assert_eq!(all, expected);
-                        }
+                    if !write(&mut overlay, &mut model, &step) {
+                        let all = overlay.range(b"key/", None, 100).unwrap();
+                        let expected: Vec<_> = model.clone().into_iter().collect();
+                        prop_assert_eq!(all, expected);
                     }
                 }
                 prop_assert_eq!(overlay.root().unwrap(), lattice_of(&model).root());
