@@ -198,31 +198,12 @@ pub struct Overlay<'b, R: StoreRead> {
 impl<'b, R: StoreRead> Overlay<'b, R> {
     /// An empty overlay over `base`.
     pub fn new(base: &'b R) -> Result<Self, StoreError> {
-        Ok(Overlay {
-            lattice: Mutex::new((base.state_lattice()?, Pending::default())),
-            base,
-            layers: Vec::new(),
-            diff: Diff::new(),
-            reads: Mutex::default(),
-        })
-    }
-
-    /// An overlay over `base` that starts with the writes of `diff` (for example the state of
-    /// a pending checkpoint, on which the next one builds).
-    pub fn with_diff(base: &'b R, diff: &Diff) -> Result<Self, StoreError> {
-        let mut overlay = Self::new(base)?;
-        for (key, value) in diff {
-            match value {
-                Some(value) => overlay.put(key, value)?,
-                None => overlay.delete(key)?,
-            }
-        }
-        Ok(overlay)
+        Ok(Self::with_layers(base, Vec::new(), base.state_lattice()?))
     }
 
     /// An overlay over the state that the writes of `layers` (oldest first) give over
     /// `base`'s, whose lattice the caller knows already (`lattice`, as [`Overlay::lattice`]
-    /// returned it for that state): unlike [`Overlay::with_diff`], nothing is hashed or copied.
+    /// returned it for that state): nothing is hashed or copied.
     pub fn with_layers(base: &'b R, layers: Vec<Arc<Diff>>, lattice: Lattice) -> Self {
         Overlay {
             base,
