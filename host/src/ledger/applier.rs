@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::thread::JoinHandle;
 
-use super::engine::{Applied, PendingState, apply_on};
+use super::engine::{Applied, PendingState, Place, apply_on};
 use super::{LedgerError, LogEntry, StateMachine};
 use crate::crypto::Hash32;
 use crate::store::Store;
@@ -25,12 +25,8 @@ pub(super) struct Job {
     pub(super) base: Option<PendingState>,
     /// Its entries, in order.
     pub(super) entries: Vec<LogEntry>,
-    /// Its height.
-    pub(super) height: u64,
-    /// Its time.
-    pub(super) time: u64,
-    /// The position of its first op.
-    pub(super) position: u64,
+    /// Its height and time, and the position of its first op.
+    pub(super) place: Place,
 }
 
 type Outcome = Result<Applied, LedgerError>;
@@ -57,7 +53,7 @@ impl Applier {
             .stack_size(crate::runtime::CALL_THREAD_STACK)
             .spawn(move || {
                 while let Ok(job) = inbox.recv() {
-                    let height = job.height;
+                    let height = job.place.height;
                     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         run(&*machine, &network, &store, job)
                     }))
@@ -114,14 +110,5 @@ impl Drop for Applier {
 fn run<M: StateMachine>(machine: &M, network: &Hash32, store: &Store, job: Job) -> Outcome {
     let read = store.read()?;
     let entries: Vec<&LogEntry> = job.entries.iter().collect();
-    apply_on(
-        machine,
-        network,
-        &read,
-        job.base,
-        &entries,
-        job.height,
-        job.time,
-        job.position,
-    )
+    apply_on(machine, network, &read, job.base, &entries, job.place)
 }

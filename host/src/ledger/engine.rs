@@ -129,6 +129,15 @@ struct InFlight {
     indexers: Vec<PublicKey>,
 }
 
+/// Where a checkpoint's entries are applied: its height and time, and the position of its
+/// first op.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Place {
+    pub(super) height: u64,
+    pub(super) time: u64,
+    pub(super) position: u64,
+}
+
 /// The state a checkpoint builds on when pending ones are below it: their writes (oldest
 /// first) over the final state, and the lattice after the last.
 pub(super) struct PendingState {
@@ -758,20 +767,9 @@ impl<M: StateMachine> Ledger<M> {
         read: &R,
         base: Option<PendingState>,
         entries: &[&LogEntry],
-        height: u64,
-        time: u64,
-        position: u64,
+        place: Place,
     ) -> Result<Applied, LedgerError> {
-        apply_on(
-            &*self.machine,
-            &self.network,
-            read,
-            base,
-            entries,
-            height,
-            time,
-            position,
-        )
+        apply_on(&*self.machine, &self.network, read, base, entries, place)
     }
 
     /// The state after the latest pending checkpoint, if any (the writes of every pending
@@ -885,7 +883,12 @@ impl<M: StateMachine> Ledger<M> {
         let time = time.max(prev_time);
         let refs: Vec<&LogEntry> = entries.iter().collect();
         let read = self.store.read()?;
-        let applied = self.apply(&read, self.pending_state(), &refs, height, time, position)?;
+        let place = Place {
+            height,
+            time,
+            position,
+        };
+        let applied = self.apply(&read, self.pending_state(), &refs, place)?;
         drop(read);
         let body = CheckpointBody {
             version: FORMAT_VERSION,
@@ -1160,14 +1163,17 @@ impl<M: StateMachine> Ledger<M> {
             Ok(o) => o,
             Err(e) => return refuse(e.to_string()),
         };
+        let place = Place {
+            height: body.height,
+            time: body.time,
+            position,
+        };
         if let Some(applier) = &self.applier {
             // Applied on the applier's thread; `take_applied` concludes.
             let job = Job {
                 base: self.pending_state(),
                 entries: ordered.into_iter().cloned().collect(),
-                height: body.height,
-                time: body.time,
-                position,
+                place,
             };
             drop(read);
             applier.submit(job)?;
@@ -1177,14 +1183,7 @@ impl<M: StateMachine> Ledger<M> {
             });
             return Ok(Verification::Applying);
         }
-        let applied = self.apply(
-            &read,
-            self.pending_state(),
-            &ordered,
-            body.height,
-            body.time,
-            position,
-        )?;
+        let applied = self.apply(&read, self.pending_state(), &ordered, place)?;
         drop(read);
         self.conclude(checkpoint, applied, indexers)
     }
@@ -1386,14 +1385,12 @@ impl<M: StateMachine> Ledger<M> {
             ..
         } = self.tip();
         let refs: Vec<&LogEntry> = entries.iter().collect();
-        let applied = self.apply(
-            read,
-            self.pending_state(),
-            &refs,
-            height + 1,
+        let place = Place {
+            height: height + 1,
             time,
             position,
-        )?;
+        };
+        let applied = self.apply(read, self.pending_state(), &refs, place)?;
         Ok((applied.writes, applied.lattice))
     }
 
@@ -1426,16 +1423,13 @@ impl<M: StateMachine> Ledger<M> {
 
 /// Applies `entries` (already ordered) on top of `base` over the final state in `read` (the
 /// work of verifying or proposing a checkpoint, on the ledger's thread or the applier's).
-#[allow(clippy::too_many_arguments)]
 pub(super) fn apply_on<M: StateMachine, R: StoreRead>(
     machine: &M,
     network: &Hash32,
     read: &R,
     base: Option<PendingState>,
     entries: &[&LogEntry],
-    height: u64,
-    time: u64,
-    position: u64,
+    place: Place,
 ) -> Result<Applied, LedgerError> {
     let mut overlay = match base {
         Some(PendingState { layers, lattice }) => Overlay::with_layers(read, layers, lattice),
@@ -1450,9 +1444,9 @@ pub(super) fn apply_on<M: StateMachine, R: StoreRead>(
         network,
         &mut overlay,
         entries,
-        height,
-        time,
-        position,
+        place.height,
+        place.time,
+        place.position,
     )?;
     let indexers_after = machine.indexers(&overlay)?;
     let lattice = overlay.lattice();
