@@ -976,13 +976,7 @@ impl Node {
                     let before = self.progress(network);
                     self.answered.insert(network, peer);
                     self.take_answer(peer, network, messages, &answers_tx);
-                    // Catching up: an answer that moved the ledger is followed at once by the
-                    // next requests to the same peer, rather than at the next sync tick.
-                    if self.progress(network) != before
-                        && let Ok(requests) = self.sync_requests(network)
-                    {
-                        self.follow_up(peer, network, requests, &answers_tx);
-                    }
+                    self.follow_up_if_moved(peer, network, before, &answers_tx);
                 }
                 Some(network) = applied.recv() => self.take_applied(network, &answers_tx),
                 Some((tx_hash, rejection)) = forwarded.recv() => {
@@ -1303,8 +1297,21 @@ impl Node {
             .copied()
             .filter(|p| self.peers.contains(p));
         self.route(peer, network, out, answers);
-        if let Some(peer) = peer
-            && self.progress(network) != before
+        if let Some(peer) = peer {
+            self.follow_up_if_moved(peer, network, before, answers);
+        }
+    }
+
+    /// Catching up: when `network`'s ledger moved from `before` (an answer taken, a checkpoint
+    /// concluded), the next requests go to `peer` at once rather than at the next sync tick.
+    fn follow_up_if_moved(
+        &mut self,
+        peer: PeerId,
+        network: Hash32,
+        before: (u64, u64),
+        answers: &mpsc::Sender<(PeerId, Hash32, Vec<Message>)>,
+    ) {
+        if self.progress(network) != before
             && let Ok(requests) = self.sync_requests(network)
         {
             self.follow_up(peer, network, requests, answers);
